@@ -1,0 +1,48 @@
+"""distmat: distributed dense and block-sparse matrices over MPI.
+
+>>> import distmat as dm
+>>> grid = dm.ProcessGrid(MPI.COMM_WORLD)          # collective
+>>> A = dm.random((1000, 1000), seed=1, grid=grid)
+>>> print(dm.norm(A.T - A, "fro"))
+"""
+
+from .convert import from_global, gather, redistribute, transpose
+from .creation import empty, eye, from_function, full, ones, random, zeros
+from .errors import (
+    DistmatError,
+    GridMismatchError,
+    RemoteError,
+    ShapeMismatchError,
+    SingularMatrixError,
+)
+from .grid import ProcessGrid
+from .layout import Layout
+from .matrix import DistMatrix
+from .norms import norm
+from .profile import profile
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ProcessGrid",
+    "DistMatrix",
+    "Layout",
+    "zeros",
+    "ones",
+    "full",
+    "empty",
+    "eye",
+    "random",
+    "from_global",
+    "from_function",
+    "gather",
+    "transpose",
+    "redistribute",
+    "norm",
+    "profile",
+    "DistmatError",
+    "ShapeMismatchError",
+    "GridMismatchError",
+    "SingularMatrixError",
+    "RemoteError",
+]
