@@ -342,5 +342,5 @@ def check_same(comm: MPI.Comm, value: tuple[int, ...], name: str) -> None:
     if not np.array_equal(buf, lo):
         raise ValueError(
             f"{name} must be the same on every rank (a global argument); the ranks passed "
-            f"values from {tuple(lo.tolist())} to {tuple(buf.tolist())}"
+            f"differing values, from {tuple(lo.tolist())} to {tuple(buf.tolist())}"
         )

@@ -98,7 +98,9 @@ def check_block(block: object, name: str = "block") -> tuple[int, int]:
     try:
         mb, nb = block  # type: ignore[misc]
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (mb, nb) of positive integers, got {block!r}") from None
+        raise ValueError(
+            f"{name} must be a pair (mb, nb) of positive integers, got {block!r}"
+        ) from None
     for v in (mb, nb):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a pair (mb, nb) of positive integers, got {block!r}")

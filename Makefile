@@ -1,0 +1,54 @@
+# distmat: `make demo` runs the main job, `make test` the whole test suite.
+# Both create .venv with the embedded MPI (the `mpich` wheel) when it is missing.
+# On a cluster: make test EXTRAS=test MPIEXEC=mpiexec  (mpi4py built against the system MPI).
+
+PYTHON ?= python3
+VENV ?= .venv
+EXTRAS ?= test,mpich
+BIN := $(VENV)/bin
+MPIEXEC ?= $(BIN)/mpiexec
+RANKS ?= 1 2 3 4
+BIG_RANKS ?= 6 8
+TEST_TIMEOUT ?= 120
+OUTER_TIMEOUT ?= 1200
+DEMO_RANKS ?= 2
+# One BLAS thread per rank: ranks fill the cores.
+RUN_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+MPI_PYTEST := $(BIN)/python -m mpi4py -m pytest --with-mpi -q --color=no -p no:randomly \
+	--timeout=$(TEST_TIMEOUT) --timeout-method=thread
+
+.PHONY: all venv test test-unit test-mpi demo lint clean
+
+all: test
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+test: test-unit test-mpi
+
+test-unit: venv
+	$(BIN)/python -m pytest -q --color=no -p no:randomly --timeout=$(TEST_TIMEOUT) tests/unit
+
+test-mpi: venv
+	@set -e; for n in $(RANKS); do \
+	  echo "== MPI test suite on $$n rank(s) =="; \
+	  $(RUN_ENV) timeout -k 10 $(OUTER_TIMEOUT) $(MPIEXEC) -n $$n $(MPI_PYTEST) tests/mpi; \
+	done
+	@set -e; for n in $(BIG_RANKS); do \
+	  echo "== MPI grid sweep (tests marked 'grids') on $$n ranks =="; \
+	  $(RUN_ENV) timeout -k 10 $(OUTER_TIMEOUT) $(MPIEXEC) -n $$n $(MPI_PYTEST) -m grids tests/mpi; \
+	done
+
+demo: venv
+	$(RUN_ENV) timeout -k 10 600 $(MPIEXEC) -n $(DEMO_RANKS) $(BIN)/python -m mpi4py -m distmat.demo
+
+lint: venv
+	$(BIN)/ruff check distmat launch tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info
