@@ -289,9 +289,9 @@ class DistMatrix:
     def __matmul__(self, other: Any) -> DistMatrix:
         if not isinstance(other, DistMatrix):
             return NotImplemented
-        from . import matmul as _mm
+        from .summa import matmul
 
-        return _mm.matmul(self, other)
+        return matmul(self, other)
 
     # ------------------------------------------------------------------ guards
     def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
