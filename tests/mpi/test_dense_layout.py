@@ -37,7 +37,7 @@ def test_random_is_the_same_on_every_grid_and_block(comm):
 
 def test_random_normal_and_complex_are_grid_independent(comm):
     outs = []
-    for shape, grid in subgrids(comm, [(1, 1), (1, 2), (2, 2), (3, 1)]):
+    for _shape, grid in subgrids(comm, [(1, 1), (1, 2), (2, 2), (3, 1)]):
         if grid is not None:
             A = dm.random((33, 21), "normal", seed=9, loc=1.0, scale=2.0, grid=grid, block=(4, 5))
             C = dm.random((33, 21), seed=9, dtype=np.complex64, grid=grid, block=(3, 2))
@@ -71,7 +71,8 @@ def _check_case(grid, a, block):
     for name, got, want in [
         ("+", A + B, a + a), ("-", A - 2.0 * B, a - 2.0 * a), ("*", A * B, a * a),
         ("/", (A + 3.0) / (B + 3.0), (a + 3.0) / (a + 3.0)), ("neg", -A, -a),
-        ("abs", abs(A - 0.5), abs(a - 0.5)), ("rsub", 1.0 - A, 1.0 - a), ("rdiv", 2.0 / (A + 1), 2.0 / (a + 1)),
+        ("abs", abs(A - 0.5), abs(a - 0.5)), ("rsub", 1.0 - A, 1.0 - a),
+        ("rdiv", 2.0 / (A + 1), 2.0 / (a + 1)),
     ]:
         if not np.allclose(got.gather(None), want, rtol=1e-6, atol=1e-6):
             bad.append(name)
@@ -124,7 +125,8 @@ def test_constructors_match_numpy(comm):
     for shape, grid in subgrids(comm, [(1, 1), (1, 2), (2, 2), (3, 1)]):
         if grid is None:
             continue
-        for (m, n), block in [((5, 7), (2, 3)), ((1, 9), (1, 1)), ((0, 4), (1, 2)), ((3, 0), (2, 2))]:
+        for (m, n), block in [((5, 7), (2, 3)), ((1, 9), (1, 1)), ((0, 4), (1, 2)),
+                              ((3, 0), (2, 2))]:
             kw = dict(grid=grid, block=block)
             checks = [
                 (dm.zeros((m, n), **kw), np.zeros((m, n))),

@@ -136,11 +136,12 @@ def test_ledger_counts_transpose_and_gather_bytes_from_the_layout(comm):
     for shape, grid in subgrids(comm, [(1, 1), (1, 2), (2, 1), (2, 2), (1, 3), (3, 1)]):
         ok, msg = True, ""
         if grid is not None:
-            for (m, n), block, dt in [((37, 23), (4, 3), np.float64), ((5, 50), (1, 7), np.complex64),
+            for (m, n), block, dt in [((37, 23), (4, 3), np.float64),
+                                      ((5, 50), (1, 7), np.complex64),
                                       ((2, 2), (5, 5), np.float32)]:
                 A = dm.random((m, n), seed=3, grid=grid, block=block, dtype=dt)
                 with dm.profile(grid) as prof:
-                    A.T
+                    _ = A.T
                     A.gather(root=0)
                 lay = A.layout
                 src = _owner_map(lay, grid)
@@ -162,7 +163,7 @@ def test_ledger_counts_transpose_and_gather_bytes_from_the_layout(comm):
 def test_nothing_is_recorded_outside_profile(comm):
     with dm.ProcessGrid(comm) as grid:
         A = dm.ones((8, 8), grid=grid)
-        A.T
+        _ = A.T
         assert not dmc._recorders
         with dm.profile(grid) as prof:
             dm.norm(A)
