@@ -16,6 +16,7 @@ from .errors import (
     SingularMatrixError,
 )
 from .grid import ProcessGrid
+from .io import load, save
 from .layout import Layout
 from .matrix import DistMatrix
 from .norms import norm
@@ -40,6 +41,8 @@ __all__ = [
     "redistribute",
     "norm",
     "profile",
+    "save",
+    "load",
     "DistmatError",
     "ShapeMismatchError",
     "GridMismatchError",
