@@ -1,0 +1,105 @@
+"""Local BLAS kernels that update a strided sub-block in place (layer 3, rank-local).
+
+``C[r0:, c0:] -= A @ B`` through numpy writes a temporary the size of ``C`` and reads it
+back, which costs a sizeable share of a blocked factorization's time.  BLAS ``gemm`` updates a
+strided block in place (``beta = 1`` and a leading dimension), so the trailing update calls
+scipy's own BLAS (``scipy.linalg.cython_blas``) through its exported function pointers.  Any
+array that does not fit the BLAS calling rules falls back to numpy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+__all__ = ["gemm_update"]
+
+_PTR = ctypes.c_void_p
+_INT = ctypes.POINTER(ctypes.c_int)
+_GEMM_PROTO = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, _INT, _INT, _INT, _PTR,
+                               _PTR, _INT, _PTR, _INT, _PTR, _PTR, _INT)
+_CTYPES = {"f": ctypes.c_float, "d": ctypes.c_double,
+           "F": ctypes.c_float * 2, "D": ctypes.c_double * 2}
+_PREFIX = {"f": "s", "d": "d", "F": "c", "D": "z"}
+_gemm: dict[str, object] = {}
+
+
+def _load(char: str) -> object | None:
+    """The ``?gemm`` function of scipy's BLAS for dtype character ``char``, or None."""
+    if char in _gemm:
+        return _gemm[char]
+    fn = None
+    try:
+        from scipy.linalg import cython_blas
+
+        capsule = cython_blas.__pyx_capi__[_PREFIX[char] + "gemm"]
+        api = ctypes.pythonapi
+        api.PyCapsule_GetName.restype = ctypes.c_char_p
+        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        ptr = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+        fn = _GEMM_PROTO(ptr) if ptr else None
+    except Exception:  # noqa: BLE001 - any failure means: use numpy
+        fn = None
+    _gemm[char] = fn
+    return fn
+
+
+def _scalar(char: str, value: complex) -> object:
+    t = _CTYPES[char]
+    if char in "FD":
+        return t(value.real, value.imag)
+    return t(value.real)
+
+
+def _ld(x: np.ndarray, isz: int) -> int | None:
+    """Row stride in elements of a row-major strided 2-D array, or None if unusable."""
+    if x.strides[1] != isz or x.strides[0] % isz:
+        return None
+    return max(x.strides[0] // isz, x.shape[1], 1)
+
+
+def gemm_update(C: np.ndarray, A: np.ndarray, B: np.ndarray, *, b_transposed: bool = False,
+                alpha: float = -1.0) -> None:
+    """``C += alpha * A @ B`` in place (``A @ B.T`` when ``b_transposed``), rank-local.
+
+    Parameters
+    ----------
+    C : ndarray
+        ``m x n`` block to update, typically a view into a larger row-major array.
+    A : ndarray
+        ``m x k``.
+    B : ndarray
+        ``k x n`` (or ``n x k`` with ``b_transposed``).
+    alpha : float
+        The scale of the product (default -1: a Schur-complement update).
+    """
+    m, n = C.shape
+    k = A.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        return
+    dt = C.dtype
+    isz = dt.itemsize
+    fn = _load(dt.char) if dt.char in _CTYPES else None
+    if fn is not None and A.dtype == dt and B.dtype == dt:
+        ldc, lda, ldb = _ld(C, isz), _ld(A, isz), _ld(B, isz)
+        if ldc is not None and lda is not None and ldb is not None and C.strides[0] >= n * isz:
+            # Row-major C (m x n) is column-major C^T (n x m): C^T += alpha * op(B)^T A^T.
+            ta = b"T" if b_transposed else b"N"
+            i = ctypes.c_int
+            fn(ta, b"N", ctypes.byref(i(n)), ctypes.byref(i(m)), ctypes.byref(i(k)),
+               ctypes.cast(ctypes.pointer(_scalar(dt.char, alpha)), _PTR),
+               B.ctypes.data_as(_PTR), ctypes.byref(i(ldb)),
+               A.ctypes.data_as(_PTR), ctypes.byref(i(lda)),
+               ctypes.cast(ctypes.pointer(_scalar(dt.char, 1.0)), _PTR),
+               C.ctypes.data_as(_PTR), ctypes.byref(i(ldc)))
+            return
+    prod = A @ (B.T if b_transposed else B)
+    if alpha == -1.0:
+        C -= prod
+    else:
+        C += alpha * prod
