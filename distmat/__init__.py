@@ -6,6 +6,7 @@
 >>> print(dm.norm(A.T - A, "fro"))
 """
 
+from . import linalg  # layer 3: dense solvers (dm.linalg.solve, ...)
 from .convert import from_global, gather, redistribute, transpose
 from .creation import empty, eye, from_function, full, ones, random, zeros
 from .errors import (
@@ -41,6 +42,7 @@ __all__ = [
     "redistribute",
     "norm",
     "profile",
+    "linalg",
     "save",
     "load",
     "DistmatError",

@@ -1,12 +1,21 @@
 """Distributed dense solvers on block-cyclic matrices (scipy.linalg names and meanings).
 
->>> lu = dm.linalg.lu_factor(A)                 # partial pivoting, global pivots
->>> X = lu.solve(B)                             # or dm.linalg.solve(A, B)
+>>> f = dm.linalg.lu_factor(A)                  # partial pivoting, global pivots
+>>> X = f.solve(B)                              # or dm.linalg.solve(A, B)
 >>> X = dm.linalg.solve(A, B, assume_a="pos")   # Cholesky
 >>> X = dm.linalg.solve(A, B, refine="mixed")   # float32 factor + float64 refinement
+>>> X.refine_info.iterations
+
+Every function is collective over the grid of its arguments.
 """
 
+from .cholesky import CholeskyFactor, cho_factor, cho_solve, cholesky
+from .inverse import det, inv, slogdet
 from .lu import LUFactor, lu_factor, lu_solve
+from .refine import RefineInfo
+from .solve import solve
 from .triangular import solve_triangular
 
-__all__ = ["LUFactor", "lu_factor", "lu_solve", "solve_triangular"]
+__all__ = ["LUFactor", "lu_factor", "lu_solve", "solve", "CholeskyFactor", "cholesky",
+           "cho_factor", "cho_solve", "solve_triangular", "inv", "det", "slogdet",
+           "RefineInfo"]

@@ -98,7 +98,7 @@ def panel_to_root(idx: Index, local: np.ndarray, r0: int, c0: int, cw: int, root
         return None
     out = np.empty((m - r0, cw), dtype=local.dtype, order="F")
     off = 0
-    for (r, c, a, b0, b1), cnt in zip(spans, recvcounts[recvcounts >= 0], strict=True):
+    for (r, c, a, b0, b1), cnt in zip(spans, recvcounts, strict=True):
         if cnt == 0:
             continue
         ri = idx.rows[r][a:] - r0

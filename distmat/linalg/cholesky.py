@@ -1,0 +1,226 @@
+"""Cholesky factorization of a block-cyclic symmetric (Hermitian) positive definite matrix.
+
+Right-looking and blocked by an algorithmic panel width.  Step ``k``: the column panel
+``A[k:, k:k+w]`` is gathered on the rank owning ``A[k, k]``, which factors the diagonal block
+(``potrf``; a failure is broadcast with the panel, so every rank raises at once), solves the
+panel below it and broadcasts the factored panel; then every rank updates the lower part of
+its local trailing block, ``A22 -= L21 L21^H``, with local GEMMs over column chunks (only the
+blocks that touch the lower triangle, so the flop count stays ``n^3 / 3``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import scipy.linalg as sla
+from scipy.linalg import lapack
+
+from .. import comm as _c
+from ..layout import panels
+from ..matrix import DistMatrix
+from . import _checks
+from ._kernels import gemm_update
+from ._panels import Index, default_panel, panel_to_root
+from .triangular import trsm
+
+__all__ = ["CholeskyFactor", "cholesky", "cho_factor", "cho_solve"]
+
+
+class CholeskyFactor:
+    """The result of :func:`cho_factor`: ``A = L L^H`` (``lower``) or ``A = U^H U``.
+
+    ``c, lower = cho_factor(A)`` unpacks like scipy's pair.  Unlike scipy, the unused
+    triangle of ``c`` holds zeros.
+    """
+
+    def __init__(self, c: DistMatrix, lower: bool, panel: int | None = None):
+        self.c = c
+        self.lower = lower
+        self.panel = panel
+
+    def __iter__(self) -> Iterator[object]:
+        return iter((self.c, self.lower))
+
+    def solve(self, b: DistMatrix, check_finite: bool = True) -> DistMatrix:
+        """Solve ``A x = b``. Collective over the grid; see :func:`cho_solve`."""
+        return cho_solve(self, b, check_finite=check_finite)
+
+    def __repr__(self) -> str:
+        return (f"CholeskyFactor(shape={self.c.shape}, dtype={self.c.dtype}, "
+                f"lower={self.lower})")
+
+
+def cholesky(a: DistMatrix, lower: bool = False, *, check_finite: bool = True,
+             panel: int | None = None) -> DistMatrix:
+    """Cholesky factor of a symmetric (Hermitian) positive definite matrix.
+
+    Collective over the grid.  As scipy.linalg.cholesky: ``lower=False`` (default) returns
+    upper ``U`` with ``A = U^H U`` and reads the upper triangle of ``a``; ``lower=True``
+    returns ``L`` with ``A = L L^H`` and reads the lower triangle.
+
+    Parameters
+    ----------
+    a : DistMatrix
+        Square ``n x n`` matrix **(global)**; not modified.
+    lower : bool
+        Which factor to return (and which triangle to read) **(global)**.
+    check_finite : bool
+        Raise ValueError if ``a`` holds NaN or Inf (one all-reduce) **(global)**.
+    panel : int, optional
+        Columns factored per step **(global)**; default 128.
+
+    Returns
+    -------
+    DistMatrix
+        The triangular factor (zeros in the other triangle), with the layout of ``a``.
+
+    Raises
+    ------
+    ValueError
+        Non-square ``a`` (before any message) or NaN/Inf.
+    numpy.linalg.LinAlgError
+        On every rank if ``a`` is not positive definite, naming the order of the leading
+        minor that fails.
+    """
+    return cho_factor(a, lower=lower, check_finite=check_finite, panel=panel).c
+
+
+def cho_factor(a: DistMatrix, lower: bool = False, *, check_finite: bool = True,
+               panel: int | None = None) -> CholeskyFactor:
+    """Cholesky factorization for :func:`cho_solve` (see :func:`cholesky`).
+
+    Collective over the grid.  Returns a :class:`CholeskyFactor` (``c, lower = ...``).
+    """
+    _checks.require_square(a, "a")
+    panel = _checks.check_panel(panel)
+    with _c.operation("cholesky"):
+        if check_finite:
+            _checks.check_finite((a, "a"))
+        dtype = _checks.common_dtype(a)
+        if lower:
+            local = np.array(a.local, dtype=dtype, order="C")
+            c = DistMatrix._wrap(local, a.shape, a.block, a.grid)
+            potrf(c, panel)
+        else:
+            # the upper triangle of a is the lower triangle of a^H
+            c = a.astype(dtype)
+            c = c.H if dtype.kind == "c" else c.T
+            potrf(c, panel)
+            c = c.H if dtype.kind == "c" else c.T
+            if c.block != a.block:
+                c = c.redistribute(block=a.block)
+    return CholeskyFactor(c, bool(lower), panel)
+
+
+def potrf(a: DistMatrix, panel: int | None = None) -> None:
+    """Overwrite ``a`` with its lower Cholesky factor (upper part zeroed). Collective."""
+    n = a.shape[0]
+    grid = a.grid
+    idx = Index(a.layout, grid)
+    A = a.local
+    w = panel or default_panel(n)
+    chunk = max(w, 64)
+    rows, cols = idx.myrows, idx.mycols
+    potrf_ = lapack.get_lapack_funcs("potrf", dtype=A.dtype)
+    conj = A.dtype.kind == "c"
+    for k, kw in panels(n, w):
+        root = idx.owner_rank(k, k)
+        pan = panel_to_root(idx, A, k, k, kw, root)
+        head = np.zeros(1, dtype=np.int64)
+        if grid.rank == root:
+            l11, info = potrf_(pan[:kw], lower=1, clean=1, overwrite_a=False)
+            head[0] = info
+            if info == 0:
+                out = np.empty((n - k, kw), dtype=A.dtype)
+                out[:kw] = l11
+                if n - k > kw:
+                    # L21 = A21 L11^{-H}  <=>  L11 L21^H = A21^H
+                    rhs = pan[kw:].conj().T if conj else pan[kw:].T
+                    y = sla.solve_triangular(l11, rhs, lower=True, check_finite=False)
+                    out[kw:] = y.conj().T if conj else y.T
+                pan = out
+        if grid.size > 1:
+            _c.bcast(grid.comm, head, root)
+        info = int(head[0])
+        if info > 0:
+            order = k + info
+            raise np.linalg.LinAlgError(f"the matrix is not positive definite: the leading "
+                                        f"minor of order {order} is not positive")
+        if info < 0:  # pragma: no cover - LAPACK argument error, a bug here
+            raise RuntimeError(f"potrf: illegal argument {-info}")
+        if grid.rank != root:
+            pan = np.empty((n - k, kw), dtype=A.dtype)
+        if grid.size > 1:
+            _c.bcast(grid.comm, pan, root)
+        lr0, lr1 = idx.row_start(k), idx.row_start(k + kw)
+        lc0, lc1 = idx.col_start(k), idx.col_start(k + kw)
+        if lc1 > lc0 and lr0 < rows.size:
+            A[lr0:, lc0:lc1] = pan[np.ix_(rows[lr0:] - k, cols[lc0:lc1] - k)]
+        if lc1 == cols.size or lr1 == rows.size:
+            continue
+        # trailing update of the lower triangle: column chunks of the local trailing block
+        lrows = pan[rows[lr1:] - k] if grid.shape[0] > 1 else pan[kw:]
+        lcols = pan[cols[lc1:] - k]
+        if conj:
+            lcols = lcols.conj()
+        for j0 in range(0, cols.size - lc1, chunk):
+            j1 = min(j0 + chunk, cols.size - lc1)
+            g = int(cols[lc1 + j0])           # first global column of the chunk
+            r = max(idx.row_start(g), lr1)     # rows at or below it
+            if r == rows.size:
+                break
+            gemm_update(A[r:, lc1 + j0:lc1 + j1], lrows[r - lr1:], lcols[j0:j1],
+                        b_transposed=True)
+    # zero the strict upper triangle
+    if rows.size and cols.size:
+        A[rows[:, None] < cols[None, :]] = 0
+
+
+def cho_solve(c_and_lower: CholeskyFactor | tuple[DistMatrix, bool], b: DistMatrix,
+              check_finite: bool = True, panel: int | None = None) -> DistMatrix:
+    """Solve ``A x = b`` from a :func:`cho_factor` result (scipy.linalg.cho_solve).
+
+    Collective over the grid.
+
+    Parameters
+    ----------
+    c_and_lower : CholeskyFactor or (DistMatrix, bool)
+        The factor and which triangle holds it **(global)**.
+    b : DistMatrix
+        ``n x k`` right-hand sides on the grid of the factor **(global)**.
+    check_finite : bool
+        Raise ValueError if ``b`` holds NaN or Inf **(global)**.
+
+    Returns
+    -------
+    DistMatrix
+        ``x`` with the shape and block of ``b``.
+    """
+    try:
+        c, lower = c_and_lower
+    except (TypeError, ValueError):
+        raise TypeError("c_and_lower must be the result of cho_factor or a pair "
+                        "(c, lower)") from None
+    _checks.require_square(c, "c")
+    _checks.require_rhs(c, b, "c", "b")
+    panel = _checks.check_panel(panel) or getattr(c_and_lower, "panel", None)
+    with _c.operation("cho_solve"):
+        if check_finite:
+            _checks.check_finite((b, "b"))
+        dtype = _checks.common_dtype(c, b)
+        if c.dtype != dtype:
+            c = c.astype(dtype)
+        ch = c.H if dtype.kind == "c" else c.T
+        if lower:   # L y = b, L^H x = y
+            first, second = c, ch
+        else:       # U^H y = b, U x = y
+            first, second = ch, c
+        x = _checks.rhs_aligned(b, first.block[0], dtype)
+        trsm(first, x, lower=True, unit_diagonal=False, panel=panel)
+        if second.block[0] != first.block[0]:
+            x = x.redistribute(block=(second.block[0], x.block[1]))
+        trsm(second, x, lower=False, unit_diagonal=False, panel=panel)
+        if x.block != b.block:
+            x = x.redistribute(block=b.block)
+    return x
