@@ -6,7 +6,10 @@
 >>> print(dm.norm(A.T - A, "fro"))
 """
 
-from . import linalg  # layer 3: dense solvers (dm.linalg.solve, ...)
+from . import (
+    linalg,  # layer 3: dense solvers (dm.linalg.solve, ...)
+    sparse,  # layers 2-3: block-sparse matrices, products, Krylov solvers (dm.sparse)
+)
 from .convert import from_global, gather, redistribute, transpose
 from .creation import empty, eye, from_function, full, ones, random, zeros
 from .errors import (
@@ -42,6 +45,7 @@ __all__ = [
     "redistribute",
     "norm",
     "profile",
+    "sparse",
     "linalg",
     "save",
     "load",

@@ -1,0 +1,399 @@
+"""Krylov solvers ``cg``, ``gmres`` (restarted) and ``bicgstab`` with scipy's conventions.
+
+``A`` is a :class:`~distmat.sparse.BlockSparseMatrix` (or a dense DistMatrix, converted to
+block-sparse storage once), ``b`` an ``n x 1`` DistMatrix.  Internally every vector is an
+``n x 1`` DistMatrix with block ``(bs, 1)``: it lives on process column 0 (other ranks hold
+empty pieces), vector updates are local numpy, and each inner product is a local ``vdot``
+plus one all-reduce over the grid.  Every convergence and breakdown decision is taken from
+globally reduced numbers, so all ranks leave the loop together.
+
+The iterations follow ``scipy.sparse.linalg`` (same recurrences, same stopping test
+``||b - A x|| <= max(rtol * ||b||, atol)``), so iteration counts agree with scipy's for the
+same preconditioner up to rounding.
+
+``info``: 0 converged; ``> 0`` the iteration limit was reached (the value of ``maxiter``);
+``< 0`` breakdown:
+
+- ``cg``: -10 when ``p^H A p`` is zero, negative (``A`` or ``M`` not positive definite) or
+  not finite, or ``r^H z`` is not finite;
+- ``bicgstab``: -10 when ``rho`` vanishes, -11 when ``omega`` or ``rtilde^H v`` vanishes (as
+  scipy), -12 when a quantity becomes non-finite;
+- ``gmres``: -10 when the residual becomes non-finite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy.linalg import get_lapack_funcs
+
+from ... import comm as _c
+from ...errors import GridMismatchError, ShapeMismatchError
+from ...matrix import DistMatrix
+from ..bsr import BlockSparseMatrix
+from ..convert import from_dense
+from ..spmm import spmm
+
+__all__ = ["cg", "gmres", "bicgstab"]
+
+
+class _System:
+    """The operator, right-hand side and reduced inner products of one solve."""
+
+    def __init__(self, A: Any, b: Any, x0: Any, M: Any, name: str):
+        if isinstance(A, DistMatrix):
+            if A.shape[0] != A.shape[1]:
+                raise ShapeMismatchError(f"{name}: A must be square, got shape {A.shape}")
+            A = from_dense(A)
+        if not isinstance(A, BlockSparseMatrix):
+            raise TypeError(f"{name}: A must be a BlockSparseMatrix or a DistMatrix, got "
+                            f"{type(A).__name__}")
+        n = A.shape[0]
+        if A.shape[0] != A.shape[1]:
+            raise ShapeMismatchError(f"{name}: A must be square, got shape {A.shape}")
+        if not isinstance(b, DistMatrix):
+            raise TypeError(f"{name}: b must be an n x 1 DistMatrix, got {type(b).__name__}")
+        if b.shape != (n, 1):
+            raise ShapeMismatchError(f"{name}: b must have shape ({n}, 1) for A of shape "
+                                     f"{A.shape}, got {b.shape}")
+        if not A.grid.compatible(b.grid):
+            raise GridMismatchError(f"{name}: A and b live on different grids")
+        if x0 is not None:
+            if not isinstance(x0, DistMatrix):
+                raise TypeError(f"{name}: x0 must be a DistMatrix or None")
+            if x0.shape != (n, 1):
+                raise ShapeMismatchError(f"{name}: x0 must have shape ({n}, 1), got "
+                                         f"{x0.shape}")
+        self.A, self.grid, self.n, self.bs = A, A.grid, n, A.bs
+        self.out_block = b.block
+        self.dtype = np.result_type(A.dtype, b.dtype, np.float32)
+        if b.block != (A.bs, 1):
+            b = b.redistribute(block=(A.bs, 1))
+        bad = np.array([0 if np.all(np.isfinite(b.local)) else 1], dtype=np.int64)
+        _c.allreduce(self.grid.comm, bad)
+        if bad[0]:
+            raise ValueError(f"{name}: the right-hand side b contains NaN or inf")
+        self.b = b.astype(self.dtype)
+        if x0 is None:
+            self.x = DistMatrix._wrap(np.zeros_like(self.b.local), b.shape, b.block, b.grid)
+            self.x_is_zero = True
+        else:
+            x = x0 if x0.block == (A.bs, 1) else x0.redistribute(block=(A.bs, 1))
+            self.x = x.astype(self.dtype)
+            flag = np.array([1 if np.any(self.x.local) else 0], dtype=np.int64)
+            _c.allreduce(self.grid.comm, flag)
+            self.x_is_zero = not flag[0]
+        self.psolve = self._make_psolve(M, name)
+
+    def _make_psolve(self, M: Any, name: str) -> Callable[[DistMatrix], DistMatrix]:
+        if M is None:
+            return lambda r: r.copy()
+        if isinstance(M, (BlockSparseMatrix, DistMatrix)):
+            if M.shape != (self.n, self.n):
+                raise ShapeMismatchError(f"{name}: M must have shape {(self.n, self.n)}, got "
+                                         f"{M.shape}")
+            Mop = from_dense(M) if isinstance(M, DistMatrix) else M
+            return lambda r: spmm(Mop, r)
+        if not callable(M):
+            raise TypeError(f"{name}: M must be None, a matrix or a callable M(r) -> z")
+
+        def apply(r: DistMatrix) -> DistMatrix:
+            z = M(r)
+            if not isinstance(z, DistMatrix) or z.shape != r.shape:
+                raise ValueError(f"{name}: M(r) must return a DistMatrix of shape {r.shape}, "
+                                 f"got {z!r}")
+            if z.block != r.block:
+                z = z.redistribute(block=r.block)
+            return z.astype(self.dtype) if z.dtype != self.dtype else z
+
+        return apply
+
+    def matvec(self, v: DistMatrix) -> DistMatrix:
+        return spmm(self.A, v)
+
+    def dot(self, u: DistMatrix, v: DistMatrix) -> complex | float:
+        """``u^H v`` over the grid (one all-reduce)."""
+        buf = np.array([np.vdot(u.local, v.local)], dtype=self.dtype)
+        _c.allreduce(self.grid.comm, buf)
+        return buf[0]
+
+    def norm(self, u: DistMatrix) -> float:
+        buf = np.array([np.vdot(u.local, u.local).real])
+        _c.allreduce(self.grid.comm, buf)
+        return float(np.sqrt(buf[0]))
+
+    def result(self, x: DistMatrix) -> DistMatrix:
+        return x if x.block == self.out_block else x.redistribute(block=self.out_block)
+
+
+def _tolerance(name: str, bnrm2: float, atol: float, rtol: float) -> float:
+    for v, what in ((atol, "atol"), (rtol, "rtol")):
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name}: {what} must be a finite number >= 0, got {v!r}")
+    return max(float(atol), float(rtol) * bnrm2)
+
+
+def cg(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-5,
+       atol: float = 0.0, maxiter: int | None = None, M: Any = None,
+       callback: Callable[[DistMatrix], Any] | None = None) -> tuple[DistMatrix, int]:
+    """Conjugate gradients for Hermitian positive definite ``A``. Collective over the grid.
+
+    Parameters
+    ----------
+    A : BlockSparseMatrix or DistMatrix
+        ``n x n`` **(global)**.
+    b : DistMatrix
+        ``n x 1`` right-hand side **(global)**; NaN or inf raises ValueError on every rank.
+    x0 : DistMatrix, optional
+        Starting guess ``n x 1``; default zero.
+    rtol, atol : float
+        Converged when ``||b - A x|| <= max(rtol * ||b||, atol)`` **(global)**.
+    maxiter : int, optional
+        Iteration limit; default ``10 n``.
+    M : callable, matrix or None
+        Preconditioner approximating ``A^{-1}``: a callable ``M(r) -> z`` on ``n x 1``
+        DistMatrix objects (e.g. :func:`block_jacobi`), or a matrix applied as ``M @ r``.
+    callback : callable, optional
+        Called as ``callback(x)`` after each iteration on every rank.
+
+    Returns
+    -------
+    x : DistMatrix
+        ``n x 1``, with ``b``'s block.
+    info : int
+        0 converged, ``maxiter`` if not converged, -10 on breakdown (see module notes).
+    """
+    s = _System(A, b, x0, M, "cg")
+    x, b = s.x, s.b
+    bnrm2 = s.norm(b)
+    tol = _tolerance("cg", bnrm2, atol, rtol)
+    if bnrm2 == 0:
+        return s.result(b.copy()), 0
+    maxiter = 10 * s.n if maxiter is None else int(maxiter)
+    r = b - s.matvec(x) if not s.x_is_zero else b.copy()
+    rho_prev = 1.0
+    p = None
+    for it in range(maxiter):
+        if s.norm(r) < tol:
+            return s.result(x), 0
+        z = s.psolve(r)
+        rho = s.dot(r, z)
+        if not np.isfinite(rho):
+            return s.result(x), -10
+        if it > 0:
+            p.local *= rho / rho_prev
+            p.local += z.local
+        else:
+            p = z.copy()
+        q = s.matvec(p)
+        pq = s.dot(p, q)
+        if not np.isfinite(pq) or pq.real <= 0:
+            return s.result(x), -10
+        alpha = rho / pq
+        x.local += alpha * p.local
+        r.local -= alpha * q.local
+        rho_prev = rho
+        if callback is not None:
+            callback(x)
+    return s.result(x), maxiter
+
+
+def bicgstab(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-5,
+             atol: float = 0.0, maxiter: int | None = None, M: Any = None,
+             callback: Callable[[DistMatrix], Any] | None = None) -> tuple[DistMatrix, int]:
+    """BiConjugate Gradient Stabilised for general ``A``. Collective over the grid.
+
+    Parameters and return values as for :func:`cg`; ``info`` is -10 (rho breakdown), -11
+    (omega breakdown) or -12 (non-finite values) on breakdown.
+    """
+    s = _System(A, b, x0, M, "bicgstab")
+    x, b = s.x, s.b
+    bnrm2 = s.norm(b)
+    tol = _tolerance("bicgstab", bnrm2, atol, rtol)
+    if bnrm2 == 0:
+        return s.result(b.copy()), 0
+    maxiter = 10 * s.n if maxiter is None else int(maxiter)
+    rhotol = float(np.finfo(s.dtype).eps) ** 2
+    omegatol = rhotol
+    r = b - s.matvec(x) if not s.x_is_zero else b.copy()
+    rtilde = r.copy()
+    rho_prev = omega = alpha = 1.0
+    p = v = None
+    for it in range(maxiter):
+        if s.norm(r) < tol:
+            return s.result(x), 0
+        rho = s.dot(rtilde, r)
+        if not np.isfinite(rho):
+            return s.result(x), -12
+        if abs(rho) < rhotol:
+            return s.result(x), -10
+        if it > 0:
+            if abs(omega) < omegatol:
+                return s.result(x), -11
+            beta = (rho / rho_prev) * (alpha / omega)
+            p.local -= omega * v.local
+            p.local *= beta
+            p.local += r.local
+        else:
+            p = r.copy()
+        phat = s.psolve(p)
+        v = s.matvec(phat)
+        rv = s.dot(rtilde, v)
+        if rv == 0:
+            return s.result(x), -11
+        if not np.isfinite(rv):
+            return s.result(x), -12
+        alpha = rho / rv
+        r.local -= alpha * v.local
+        if s.norm(r) < tol:
+            x.local += alpha * phat.local
+            return s.result(x), 0
+        shat = s.psolve(r)
+        t = s.matvec(shat)
+        tt = s.dot(t, t)
+        if tt == 0 or not np.isfinite(tt):
+            return s.result(x), -11 if tt == 0 else -12
+        omega = s.dot(t, r) / tt
+        x.local += alpha * phat.local
+        x.local += omega * shat.local
+        r.local -= omega * t.local
+        rho_prev = rho
+        if callback is not None:
+            callback(x)
+    return s.result(x), maxiter
+
+
+def gmres(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-5,
+          atol: float = 0.0, restart: int | None = None, maxiter: int | None = None,
+          M: Any = None, callback: Callable[[Any], Any] | None = None,
+          callback_type: str | None = None) -> tuple[DistMatrix, int]:
+    """Restarted GMRES with left preconditioning, as ``scipy.sparse.linalg.gmres``.
+
+    Collective over the grid.
+
+    Parameters
+    ----------
+    A, b, x0, rtol, atol, M
+        As for :func:`cg`.
+    restart : int, optional
+        Krylov dimension between restarts; default 20 (at most ``n``).
+    maxiter : int, optional
+        Maximum number of restart cycles (scipy's meaning); default ``10 n``.
+    callback : callable, optional
+        ``callback_type='pr_norm'`` (the default here): called after every inner iteration
+        with the preconditioned residual norm relative to ``||b||``; ``'x'``: called with
+        ``x`` after every restart cycle.
+
+    Returns
+    -------
+    x, info
+        ``info`` 0 converged, ``maxiter`` not converged, -10 non-finite residual.
+
+    Notes
+    -----
+    Modified Gram-Schmidt orthogonalisation (one all-reduce per inner product), Givens
+    rotations on the small Hessenberg matrix replicated on every rank, and scipy's adaptive
+    inner tolerance between restarts.
+    """
+    if callback_type is None:
+        callback_type = "pr_norm"
+    if callback_type not in ("pr_norm", "x", "legacy"):
+        raise ValueError(f"gmres: callback_type must be 'pr_norm' or 'x', got "
+                         f"{callback_type!r}")
+    s = _System(A, b, x0, M, "gmres")
+    x, b = s.x, s.b
+    n = s.n
+    bnrm2 = s.norm(b)
+    tol = _tolerance("gmres", bnrm2, atol, rtol)
+    if bnrm2 == 0:
+        return s.result(b.copy()), 0
+    dt = s.dtype
+    eps = float(np.finfo(dt).eps)
+    maxiter = 10 * n if maxiter is None else int(maxiter)
+    restart = min(20 if restart is None else int(restart), n)
+    if restart < 1:
+        raise ValueError(f"gmres: restart must be a positive integer, got {restart}")
+    Mb_nrm2 = s.norm(s.psolve(b))
+    ptol_max_factor = 1.0
+    ptol = Mb_nrm2 * min(ptol_max_factor, tol / bnrm2)
+    presid = 0.0
+    lartg = get_lapack_funcs("lartg", dtype=dt)
+    nloc = x.local.size
+    V = np.empty((restart + 1, nloc), dtype=dt)
+    h = np.zeros((restart, restart + 1), dtype=dt)
+    givens = np.zeros((restart, 2), dtype=dt)
+    rnorm = np.inf
+
+    def vec(a: np.ndarray) -> DistMatrix:
+        return DistMatrix._wrap(a.reshape(x.local.shape), x.shape, x.block, x.grid)
+
+    r = b - s.matvec(x) if not s.x_is_zero else b.copy()
+    if s.norm(r) < tol:
+        return s.result(x), 0
+    for _ in range(maxiter):
+        z = s.psolve(r)
+        beta = s.norm(z)
+        if not np.isfinite(beta):
+            return s.result(x), -10
+        V[0] = z.local.reshape(-1) / beta if beta else 0.0
+        S = np.zeros(restart + 1, dtype=dt)
+        S[0] = beta
+        breakdown = False
+        col = 0
+        for col in range(restart):
+            w = s.psolve(s.matvec(vec(V[col]))).local.reshape(-1).copy()
+            h0 = s.norm(vec(w))
+            for k in range(col + 1):
+                tmp = s.dot(vec(V[k]), vec(w))
+                h[col, k] = tmp
+                w -= tmp * V[k]
+            h1 = s.norm(vec(w))
+            h[col, col + 1] = h1
+            V[col + 1] = w
+            if h1 <= eps * h0:
+                h[col, col + 1] = 0
+                breakdown = True
+            else:
+                V[col + 1] *= 1 / h1
+            for k in range(col):
+                c, sn = givens[k, 0], givens[k, 1]
+                n0, n1 = h[col, k], h[col, k + 1]
+                h[col, k], h[col, k + 1] = c * n0 + sn * n1, -np.conj(sn) * n0 + c * n1
+            c, sn, mag = lartg(h[col, col], h[col, col + 1])
+            givens[col] = [c, sn]
+            h[col, col], h[col, col + 1] = mag, 0
+            tmp = -np.conj(sn) * S[col]
+            S[col], S[col + 1] = c * S[col], tmp
+            presid = abs(tmp)
+            if callback is not None and callback_type in ("pr_norm", "legacy"):
+                callback(presid / bnrm2)
+            if not np.isfinite(presid):
+                return s.result(x), -10
+            if presid <= ptol or breakdown:
+                break
+        if h[col, col] == 0:
+            S[col] = 0
+        y = np.array(S[:col + 1], dtype=dt)
+        for k in range(col, 0, -1):
+            if y[k] != 0:
+                y[k] /= h[k, k]
+                y[:k] -= y[k] * h[k, :k]
+        if y[0] != 0:
+            y[0] /= h[0, 0]
+        x.local += (y @ V[:col + 1]).reshape(x.local.shape)
+        r = b - s.matvec(x)
+        rnorm = s.norm(r)
+        if callback is not None and callback_type == "x":
+            callback(x)
+        if not np.isfinite(rnorm):
+            return s.result(x), -10
+        if rnorm <= tol or breakdown:
+            break
+        if presid <= ptol:
+            ptol_max_factor = max(eps, 0.25 * ptol_max_factor)
+        else:
+            ptol_max_factor = min(1.0, 1.5 * ptol_max_factor)
+        ptol = presid * min(ptol_max_factor, tol / rnorm)
+    return s.result(x), 0 if rnorm <= tol else maxiter
