@@ -45,7 +45,8 @@ test-mpi: venv
 	done
 
 demo: venv
-	$(RUN_ENV) timeout -k 10 600 $(MPIEXEC) -n $(DEMO_RANKS) $(BIN)/python -m mpi4py -m distmat.demo
+	$(RUN_ENV) $(BIN)/distmat-launch run configs/demo.toml --np $(DEMO_RANKS) --mpiexec $(MPIEXEC) \
+	  --timeout 600 --out results/demo
 
 lint: venv
 	$(BIN)/ruff check distmat launch tests

@@ -274,8 +274,8 @@ def _launch(cmd: list[str], env: dict, out_dir: str, results: str, run_id: str, 
         return _failed(reason, EXIT_TIMEOUT, out_dir, results, run_id, np_, out.tail)
     if rc == 0:
         return EXIT_OK
-    return _failed(_diagnose(rc, out_dir, err.tail), EXIT_CRASH, out_dir, results, run_id,
-                   np_, out.tail)
+    return _failed(_diagnose(rc, out_dir, err.tail + out.tail), EXIT_CRASH, out_dir, results,
+                   run_id, np_, out.tail)
 
 
 def _diagnose(rc: int, out_dir: str, stderr_tail: list[str]) -> str:
@@ -305,19 +305,33 @@ def _diagnose(rc: int, out_dir: str, stderr_tail: list[str]) -> str:
                 errors[0].get("rank"), os.path.join(out_dir, f"rank-{errors[0].get('rank')}"
                                                     ".error.json"), "\n    ".join(tb))
         return text
-    sig = None
-    for line in stderr_tail:
-        m = re.search(r"KILLED BY SIGNAL:\s*(\d+)", line) or re.search(
-            r"(?:EXIT CODE|exit code|signal)[: ]+(\d+)", line)
-        if m:
-            sig = line.strip()
-            break
+    text = "\n".join(stderr_tail)
+    pid = re.search(r"PID\s+(\d+)\s+RUNNING AT\s+(\S+)", text)
+    code = re.search(r"EXIT CODE:\s*(\d+)", text)
+    sig = re.search(r"signal\s+(\d+)\)", text) or re.search(r"KILLED BY SIGNAL:\s*(\d+)",
+                                                                text)
+    who = "a rank"
+    if pid:
+        who = f"the process with pid {pid.group(1)} on {pid.group(2)}"
+        try:
+            with open(os.path.join(out_dir, "ranks.json")) as fh:
+                for p in json.load(fh)["ranks"]:
+                    if str(p["pid"]) == pid.group(1):
+                        who = f"rank {p['rank']} (pid {p['pid']} on {p['host']})"
+        except (OSError, ValueError, KeyError):
+            pass
+    how = "ended without a Python traceback"
+    num = int(sig.group(1)) if sig else (int(code.group(1)) if code else None)
+    if num is not None and (sig or num in (6, 9, 11, 15)):
+        try:
+            how = f"was killed by signal {num} ({signal.Signals(num).name})"
+        except ValueError:
+            how = f"was killed by signal {num}"
+    elif code:
+        how = f"exited with status {code.group(1)} without a Python traceback"
     if rc < 0:
-        name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else rc
-        return f"mpiexec was killed by signal {name}"
-    detail = f" ({sig})" if sig else ""
-    return (f"a rank ended without a Python traceback (killed by a signal or exited): "
-            f"mpiexec exit status {rc}{detail}")
+        return f"mpiexec itself was killed by signal {-rc}"
+    return f"{who} {how}; mpiexec exit status {rc}"
 
 
 def _failed(reason: str, code: int, out_dir: str, results: str, run_id: str, np_: int,

@@ -114,7 +114,11 @@ class _Runner:
         self.results = plan["results"]
         self.records = read_jsonl(self.results) if self.rank == 0 else []
         self.versions = _versions()
-        self.hosts = sorted(set(comm.allgather(socket.gethostname())))
+        procs = comm.allgather({"rank": self.rank, "host": socket.gethostname(),
+                                "pid": os.getpid()})
+        self.hosts = sorted({p["host"] for p in procs})
+        if self.rank == 0:  # lets the launcher name a rank that dies without a traceback
+            _write_json_atomic(os.path.join(self.out_dir, "ranks.json"), {"ranks": procs})
         self.ctx = T.Context(self.grid, M.AlphaBeta(source="none"), self.out_dir,
                              plan["config_dir"], self.say)
 
