@@ -19,12 +19,15 @@ from .errors import (
     ShapeMismatchError,
     SingularMatrixError,
 )
+from .freivalds import VerificationError
 from .grid import ProcessGrid
 from .io import load, save
 from .layout import Layout
 from .matrix import DistMatrix
 from .norms import norm
 from .profile import profile
+from .summa import matmul
+from .threads import blas_info, set_blas_threads
 
 __version__ = "0.1.0"
 
@@ -54,4 +57,8 @@ __all__ = [
     "GridMismatchError",
     "SingularMatrixError",
     "RemoteError",
+    "matmul",
+    "VerificationError",
+    "set_blas_threads",
+    "blas_info",
 ]

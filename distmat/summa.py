@@ -1,0 +1,251 @@
+"""Distributed matrix multiply: ``dm.matmul`` and ``A @ B`` (SUMMA, layer 3).
+
+``C = alpha * op(A) @ op(B) + beta * C`` for dense block-cyclic matrices on one grid.  The
+work is done by the SUMMA kernels of :mod:`distmat.summa_kernels`; this module checks the
+arguments (from global metadata, before any message), lines the distributions up, picks the
+variant for the operand form and optionally verifies the result (:mod:`distmat.freivalds`).
+
+Which variant runs
+------------------
+- ``A @ B``: stationary C (broadcast A's column panels along grid rows and B's row panels
+  down grid columns).
+- ``A^T @ B`` / ``A^H @ B``: stationary B (broadcast A's column panels along grid rows,
+  reduce the C row panels down grid columns).  No transpose of A.
+- ``A @ B^T`` / ``A @ B^H``: stationary A (broadcast B's row panels down grid columns,
+  reduce the C column panels along grid rows).  No transpose of B.
+- ``A^T @ B^T``: ``op(B)^T @ op(A)^T`` by stationary C, then one distributed transpose of
+  the ``m x n`` result.
+
+Blocks
+------
+The result gets block ``(row block of op(A), column block of op(B))``.  Where the shared
+dimensions' blocks differ (or ``out`` has another block), the operand that disagrees is
+redistributed first (one all-to-all of that operand, counted under ``matmul`` in the ledger);
+the panel plan handles differing blocks along the inner dimension of ``A @ B`` without any
+redistribution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import comm as _c
+from .convert import redistribute, transpose
+from .errors import ShapeMismatchError
+from .matrix import SUPPORTED_DTYPES, DistMatrix, _is_scalar, check_same_grid
+from .summa_kernels import stationary_a, stationary_b, stationary_c
+from .summa_plan import DEFAULT_PANEL
+from .threads import ensure_blas_threads
+
+__all__ = ["matmul"]
+
+
+def _op(flag: Any, name: str) -> str:
+    """Normalise a trans flag to ``"N"``, ``"T"`` or ``"C"``."""
+    if flag is False or flag is None:
+        return "N"
+    if flag is True:
+        return "T"
+    if isinstance(flag, str) and flag.upper() in ("N", "T", "C", "H"):
+        return "C" if flag.upper() in ("C", "H") else flag.upper()
+    raise ValueError(f"{name} must be False/'N' (none), True/'T' (transpose) or 'C' "
+                     f"(conjugate transpose), got {flag!r}")
+
+
+def _opshape(X: DistMatrix, op: str) -> tuple[int, int]:
+    return X.shape if op == "N" else X.shape[::-1]
+
+
+def _opblock(X: DistMatrix, op: str) -> tuple[int, int]:
+    return X.block if op == "N" else X.block[::-1]
+
+
+def _local(X: DistMatrix, dtype: np.dtype, out: DistMatrix | None) -> np.ndarray:
+    """``X.local`` as a C-ordered array of ``dtype``, never sharing memory with ``out``."""
+    x = np.ascontiguousarray(X.local, dtype=dtype)
+    if out is not None and np.may_share_memory(x, out.local):
+        x = x.copy()
+    return x
+
+
+def _with_block(X: DistMatrix, block: tuple[int, int]) -> DistMatrix:
+    return X if X.block == block else redistribute(X, block=block)
+
+
+def matmul(A: DistMatrix, B: DistMatrix, *, trans_a: bool | str = False,
+           trans_b: bool | str = False, alpha: complex = 1.0, beta: complex = 0.0,
+           out: DistMatrix | None = None, panel: int | None = None,
+           verify: bool = False) -> DistMatrix:
+    """``alpha * op(A) @ op(B) + beta * out``, distributed (SUMMA). Collective over the grid.
+
+    Parameters
+    ----------
+    A, B : DistMatrix
+        The operands, on the same grid **(global)**.
+    trans_a, trans_b : bool or {"N", "T", "C"}
+        ``op``: False or ``"N"`` for none, True or ``"T"`` for the transpose, ``"C"`` (or
+        ``"H"``) for the conjugate transpose (the same as ``"T"`` for real types) **(global)**.
+    alpha, beta : scalar
+        Scale factors **(global)**.  With ``beta == 0`` the old ``out`` is never read (NaN in
+        it does not reach the result).
+    out : DistMatrix, optional
+        Where to write the result **(global)**: an ``m x n`` matrix on the same grid with the
+        result's dtype.  Required for ``beta != 0``.  Any block size is accepted (operands are
+        redistributed to match it).  The result is written into ``out.local`` in place.
+    panel : int, optional
+        Panel width: how many indices of the looped dimension one SUMMA step handles
+        **(global)**; default :data:`distmat.summa_plan.DEFAULT_PANEL` (512).  Independent of
+        the block size.
+    verify : bool
+        Check the result with Freivalds' random projection (``O(n^2)`` extra work, no
+        gather) and raise :class:`distmat.VerificationError` on every rank if it fails
+        **(global)**.
+
+    Returns
+    -------
+    DistMatrix
+        ``out`` when given, else a new ``m x n`` matrix with block
+        ``(row block of op(A), column block of op(B))``, dtype
+        ``numpy.result_type(A.dtype, B.dtype, alpha, beta)`` (and ``out.dtype``).
+
+    Raises
+    ------
+    ShapeMismatchError
+        (a ValueError) if the inner dimensions differ, naming both shapes, or ``out`` has
+        the wrong shape.  Raised on every rank before any message.
+    GridMismatchError
+        If the operands (or ``out``) live on different grids.
+    TypeError
+        If an operand is not a DistMatrix or ``out`` has another dtype than the result.
+    VerificationError
+        With ``verify=True``, if the check fails.
+
+    Notes
+    -----
+    Variants and costs are described in :mod:`distmat.summa`; the bytes the SUMMA model
+    predicts are :func:`distmat.summa_plan.model_bytes`.  BLAS threads are limited once per
+    process as described in :mod:`distmat.threads`.
+
+    Examples
+    --------
+    >>> C = A @ B
+    >>> G = dm.matmul(X, D, trans_a=True)              # X^T D without transposing X
+    >>> dm.matmul(A, B, alpha=2.0, beta=1.0, out=C)    # C = 2 A B + C, in place
+    """
+    if not isinstance(A, DistMatrix) or not isinstance(B, DistMatrix):
+        raise TypeError(f"matmul operands must be DistMatrix, got {type(A).__name__} and "
+                        f"{type(B).__name__}")
+    ta, tb = _op(trans_a, "trans_a"), _op(trans_b, "trans_b")
+    for name, v in (("alpha", alpha), ("beta", beta)):
+        if not _is_scalar(v) or isinstance(v, bool):
+            raise TypeError(f"{name} must be a number, got {v!r}")
+    if panel is not None and (isinstance(panel, bool) or not isinstance(panel, (int, np.integer))
+                              or panel < 1):
+        raise ValueError(f"panel must be a positive integer, got {panel!r}")
+    width = DEFAULT_PANEL if panel is None else int(panel)
+    check_same_grid(A, B, "matmul(A, B)")
+    (m, ka), (kb, n) = _opshape(A, ta), _opshape(B, tb)
+    if ka != kb:
+        raise ShapeMismatchError(
+            f"matmul: inner dimensions differ: op(A) is {m} x {ka} (A {A.shape}, trans_a="
+            f"{ta!r}) and op(B) is {kb} x {n} (B {B.shape}, trans_b={tb!r})")
+    dts = [A.dtype, B.dtype]
+    if out is not None:
+        if not isinstance(out, DistMatrix):
+            raise TypeError(f"out must be a DistMatrix or None, got {type(out).__name__}")
+        check_same_grid(A, out, "matmul(..., out=)")
+        if out.shape != (m, n):
+            raise ShapeMismatchError(f"matmul: out has shape {out.shape} but op(A) @ op(B) is "
+                                     f"{(m, n)} (A {A.shape}, B {B.shape})")
+        dts.append(out.dtype)
+    elif beta != 0:
+        raise ValueError("matmul: beta != 0 needs out= (the matrix beta scales)")
+    dtype = np.result_type(*dts, alpha, beta)
+    if dtype not in SUPPORTED_DTYPES:
+        dtype = np.result_type(dtype, np.float64)
+    if out is not None and out.dtype != dtype:
+        raise TypeError(f"matmul: out has dtype {out.dtype} but the result is {dtype} "
+                        f"(from {A.dtype}, {B.dtype}, alpha={alpha!r}, beta={beta!r})")
+    k = ka
+    grid = A.grid
+    ensure_blas_threads(grid.comm)
+    if dtype.kind != "c":
+        ta, tb = ta.replace("C", "T"), tb.replace("C", "T")
+        alpha, beta = float(np.real(alpha)), float(np.real(beta))
+
+    with _c.operation("matmul"):
+        check = None
+        if verify:
+            from .freivalds import Freivalds
+
+            check = Freivalds(A, B, ta, tb, alpha, beta, out, dtype)
+        C = _product(A, B, ta, tb, alpha, beta, out, dtype, (m, n, k), width)
+        if check is not None:
+            check.verify(C)
+    return C
+
+
+def _start(out: DistMatrix | None, block: tuple[int, int], shape: tuple[int, int], grid,
+           dtype: np.dtype, beta: complex) -> DistMatrix:
+    """The result matrix, already holding ``beta * out`` (zeros when ``beta == 0``)."""
+    if out is None:
+        from .layout import Layout
+
+        local = np.zeros(Layout(shape, block, grid.shape).local_shape(*grid.coords), dtype)
+        return DistMatrix._wrap(local, shape, block, grid)
+    if not out.local.flags.c_contiguous:  # the kernels need C order: swap in a C copy
+        out.local = np.ascontiguousarray(out.local)
+    if beta == 0:
+        out.local[...] = 0
+    elif beta != 1:
+        out.local *= beta
+    return out
+
+
+def _product(A: DistMatrix, B: DistMatrix, ta: str, tb: str, alpha: complex, beta: complex,
+             out: DistMatrix | None, dtype: np.dtype, mnk: tuple[int, int, int],
+             width: int) -> DistMatrix:
+    m, n, k = mnk
+    grid = A.grid
+    if ta != "N" and tb != "N":
+        return _product_tt(A, B, ta, tb, alpha, beta, out, dtype, mnk, width)
+    want = (_opblock(A, ta)[0], _opblock(B, tb)[1]) if out is None else out.block
+    if ta == "N" and tb == "N":
+        A = _with_block(A, (want[0], A.block[1]))
+        B = _with_block(B, (B.block[0], want[1]))
+        a, b = _local(A, dtype, out), _local(B, dtype, out)
+        C = _start(out, want, (m, n), grid, dtype, beta)
+        stationary_c(grid, a, b, C.local, alpha, k, A.block[1], B.block[0], width)
+    elif tb == "N":  # op(A) = A^T or A^H: A is k x m
+        B = _with_block(B, (B.block[0], want[1]))
+        A = _with_block(A, (B.block[0], A.block[1]))
+        a, b = _local(A, dtype, out), _local(B, dtype, out)
+        C = _start(out, want, (m, n), grid, dtype, beta)
+        stationary_b(grid, a, b, C.local, alpha, m, A.block[1], want[0], ta == "C", width)
+    else:  # op(B) = B^T or B^H: B is n x k
+        A = _with_block(A, (want[0], A.block[1]))
+        B = _with_block(B, (B.block[0], A.block[1]))
+        a, b = _local(A, dtype, out), _local(B, dtype, out)
+        C = _start(out, want, (m, n), grid, dtype, beta)
+        stationary_a(grid, a, b, C.local, alpha, n, B.block[0], want[1], tb == "C", width)
+    return C
+
+
+def _product_tt(A: DistMatrix, B: DistMatrix, ta: str, tb: str, alpha: complex, beta: complex,
+                out: DistMatrix | None, dtype: np.dtype, mnk: tuple[int, int, int],
+                width: int) -> DistMatrix:
+    """``op(A) op(B) = (op(B)^T op(A)^T)^T``: one stationary-C product, one transpose."""
+    m, n, k = mnk
+    grid = A.grid
+    Bx = B.conj() if tb == "C" else B  # op(B)^T, an n x k matrix
+    Ax = A.conj() if ta == "C" else A  # op(A)^T, a k x m matrix
+    D = _product(Bx, Ax, "N", "N", alpha, 0.0, None, dtype, (n, m, k), width)
+    T = transpose(D)
+    if out is None:
+        return T
+    T = _with_block(T, out.block)
+    C = _start(out, out.block, (m, n), grid, dtype, beta)
+    C.local += T.local
+    return C

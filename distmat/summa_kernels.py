@@ -1,0 +1,237 @@
+"""The SUMMA kernels on local arrays (layer 3 internals of :func:`distmat.matmul`).
+
+Three variants, each a loop over panels with one broadcast per panel (posted one step ahead,
+double-buffered, so it travels while the previous panel's GEMM runs) and one local BLAS GEMM
+that accumulates in place:
+
+- :func:`stationary_c` for ``C += alpha A B``: loop over the inner dimension; the A column
+  panel is broadcast along grid rows (``A1_mc_star``), the B row panel down grid columns
+  (``B1_star_mr``).
+- :func:`stationary_b` for ``C += alpha op(A) B`` with ``op`` = T or C: loop over the rows of
+  C; the A column panel is broadcast along grid rows, each rank multiplies it (transposed)
+  with its own B, and the partial C row panel is reduced down the grid column onto its owner.
+- :func:`stationary_a` for ``C += alpha A op(B)``: loop over the columns of C; the B row panel
+  is broadcast down grid columns, each rank multiplies its own A with it (transposed), and the
+  partial C column panel is reduced along the grid row onto its owner.
+
+Local arrays are C-ordered.  A C-ordered ``X`` is the Fortran-ordered ``X.T``, so BLAS sees
+``C^T += B^T A^T`` on the same memory: no copies, no temporaries of the size of C.
+
+The callers guarantee the distributions line up (same block sizes along shared dimensions) and
+that ``C`` has already been scaled by beta.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from mpi4py import MPI
+from scipy.linalg import blas as _blas
+
+from . import comm as _c
+from .summa_plan import Step, plan
+
+__all__ = ["stationary_c", "stationary_b", "stationary_a", "gemm_into"]
+
+_GEMM = {np.dtype(np.float32): _blas.sgemm, np.dtype(np.float64): _blas.dgemm,
+         np.dtype(np.complex64): _blas.cgemm, np.dtype(np.complex128): _blas.zgemm}
+
+
+def gemm_into(c: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: complex, beta: float,
+              trans_a: int = 0, trans_b: int = 0) -> None:
+    """``c = alpha op(a) op(b) + beta c`` in place, with Fortran-ordered ``a``, ``b``, ``c``.
+
+    ``trans_*`` is 0 (none), 1 (transpose) or 2 (conjugate transpose), as in BLAS.  Empty
+    products are handled here (``c`` is only scaled).
+    """
+    if c.size == 0:
+        return
+    kk = a.shape[0] if trans_a else a.shape[1]
+    if kk == 0:
+        if beta == 0:
+            c[...] = 0
+        elif beta != 1:
+            c *= beta
+        return
+    res = _GEMM[c.dtype](alpha, a, b, beta=beta, c=c, trans_a=trans_a, trans_b=trans_b,
+                         overwrite_c=1)
+    if res is not c and not np.shares_memory(res, c):  # f2py copied c: write back (slow path)
+        c[...] = res
+
+
+def _take(src: np.ndarray, idx: slice | np.ndarray, axis: int, out: np.ndarray) -> np.ndarray:
+    """Copy ``src`` restricted to ``idx`` along ``axis`` into the contiguous ``out``."""
+    if isinstance(idx, slice):
+        np.copyto(out, src[idx] if axis == 0 else src[:, idx])
+    else:
+        np.take(src, idx, axis=axis, out=out)
+    return out
+
+
+def _rows(src: np.ndarray, idx: slice | np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of a C-ordered ``src`` as a contiguous array (a view when possible)."""
+    if isinstance(idx, slice):
+        return src[idx]
+    return _take(src, idx, 0, out)
+
+
+class _Buffers:
+    """Two flat buffers handed out in turn as contiguous arrays of the asked shape."""
+
+    def __init__(self, size: int, dtype: np.dtype):
+        self._bufs = [np.empty(size, dtype=dtype), np.empty(size, dtype=dtype)]
+        self._i = 0
+
+    def next(self, shape: tuple[int, int]) -> np.ndarray:
+        buf = self._bufs[self._i]
+        self._i ^= 1
+        return buf[:shape[0] * shape[1]].reshape(shape)
+
+
+def _pipeline(steps: list[Step], post: Callable[[Step], tuple], run: Callable[..., None]) -> None:
+    """Post step ``i + 1``'s communication, then finish and compute step ``i``."""
+    if not steps:
+        return
+    pending = post(steps[0])
+    for i, st in enumerate(steps):
+        nxt = post(steps[i + 1]) if i + 1 < len(steps) else None
+        reqs, data = pending
+        _c.waitall(reqs)
+        run(st, *data)
+        pending = nxt
+
+
+def _panel_bcast(comm: MPI.Comm, me: int, root: int, local: np.ndarray, idx: slice | np.ndarray,
+                 axis: int, shape: tuple[int, int], bufs: _Buffers) -> tuple[np.ndarray, list]:
+    """A panel of ``local`` (columns for axis 1, rows for axis 0) from ``root`` to ``comm``.
+
+    Returns the panel (contiguous) and the pending requests.  With one process along
+    ``comm`` nothing moves; empty panels are not sent (every member agrees they are empty).
+    """
+    if comm.Get_size() == 1 or me == root:
+        if axis == 0:
+            panel = _rows(local, idx, bufs.next(shape) if not isinstance(idx, slice) else None)
+        elif isinstance(idx, slice) and idx.start == 0 and idx.stop == local.shape[1]:
+            panel = local
+        else:
+            panel = _take(local, idx, 1, bufs.next(shape))
+    else:
+        panel = bufs.next(shape)
+    if comm.Get_size() == 1 or panel.size == 0:
+        return panel, []
+    return panel, [_c.ibcast(comm, panel, root)]
+
+
+def stationary_c(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: complex,
+                 k: int, nb_a: int, mb_b: int, width: int) -> None:
+    """``C += alpha A B`` (local pieces). Collective over the grid.
+
+    ``A`` is this rank's piece of an ``m x k`` matrix whose rows are distributed like C's and
+    whose columns have block ``nb_a``; ``B`` of a ``k x n`` matrix with row block ``mb_b`` and
+    columns distributed like C's.
+    """
+    pr, pc = grid.shape
+    steps = plan(k, nb_a, pc, mb_b, pr, width)
+    m_r, n_c = C.shape
+    wmax = max((s.width for s in steps), default=0)
+    bufa, bufb = _Buffers(m_r * wmax, C.dtype), _Buffers(wmax * n_c, C.dtype)
+    Ct = C.T
+
+    def post(st: Step) -> tuple:
+        pa, ra = _panel_bcast(grid.row_comm, grid.mycol, st.owner1, A, st.local1, 1,
+                              (m_r, st.width), bufa)
+        pb, rb = _panel_bcast(grid.col_comm, grid.myrow, st.owner2, B, st.local2, 0,
+                              (st.width, n_c), bufb)
+        return ra + rb, (pa, pb)
+
+    def run(st: Step, pa: np.ndarray, pb: np.ndarray) -> None:
+        gemm_into(Ct, pb.T, pa.T, alpha, 1.0)
+
+    _pipeline(steps, post, run)
+
+
+def _reducer(comm: MPI.Comm, me: int):
+    """Reduce a partial panel onto ``root`` and hand the sum to ``add`` (there only)."""
+
+    def reduce_to(part: np.ndarray, root: int, recv: np.ndarray) -> np.ndarray | None:
+        if comm.Get_size() == 1:
+            return part
+        if part.size == 0:
+            return None
+        _c.reduce(comm, part, recv if me == root else None, root)
+        return recv if me == root else None
+
+    return reduce_to
+
+
+def stationary_b(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: complex,
+                 m: int, nb_a: int, mb_c: int, conj: bool, width: int) -> None:
+    """``C += alpha op(A) B`` with ``op(A) = A^T`` (``A^H`` when ``conj``). Collective.
+
+    ``A`` is this rank's piece of a ``k x m`` matrix whose rows are distributed like B's rows
+    and whose columns have block ``nb_a``; ``B`` a ``k x n`` matrix whose columns are
+    distributed like C's; C's rows have block ``mb_c``.
+    """
+    pr, pc = grid.shape
+    steps = plan(m, nb_a, pc, mb_c, pr, width)
+    k_r, n_c = B.shape
+    wmax = max((s.width for s in steps), default=0)
+    bufa = _Buffers(k_r * wmax, C.dtype)
+    part, recv = _Buffers(wmax * n_c, C.dtype), _Buffers(wmax * n_c, C.dtype)
+    reduce_to = _reducer(grid.col_comm, grid.myrow)
+    direct = pr == 1
+    trans = 2 if conj else 1
+
+    def post(st: Step) -> tuple:
+        pa, ra = _panel_bcast(grid.row_comm, grid.mycol, st.owner1, A, st.local1, 1,
+                              (k_r, st.width), bufa)
+        return ra, (pa,)
+
+    def run(st: Step, pa: np.ndarray) -> None:
+        if n_c == 0:
+            return
+        if direct and isinstance(st.local2, slice):  # my rows of C: accumulate in place
+            gemm_into(C[st.local2].T, B.T, pa.T, alpha, 1.0, 0, trans)
+            return
+        p = part.next((st.width, n_c))
+        gemm_into(p.T, B.T, pa.T, alpha, 0.0, 0, trans)
+        s = reduce_to(p, st.owner2, recv.next((st.width, n_c)))
+        if s is not None:
+            C[st.local2] += s
+
+    _pipeline(steps, post, run)
+
+
+def stationary_a(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: complex,
+                 n: int, mb_b: int, nb_c: int, conj: bool, width: int) -> None:
+    """``C += alpha A op(B)`` with ``op(B) = B^T`` (``B^H`` when ``conj``). Collective.
+
+    ``A`` is this rank's piece of an ``m x k`` matrix whose rows are distributed like C's and
+    whose columns like B's columns; ``B`` of an ``n x k`` matrix with row block ``mb_b``;
+    C's columns have block ``nb_c``.
+    """
+    pr, pc = grid.shape
+    steps = plan(n, mb_b, pr, nb_c, pc, width)
+    m_r, k_c = A.shape
+    wmax = max((s.width for s in steps), default=0)
+    bufb = _Buffers(wmax * k_c, C.dtype)
+    part, recv = _Buffers(wmax * m_r, C.dtype), _Buffers(wmax * m_r, C.dtype)
+    reduce_to = _reducer(grid.row_comm, grid.mycol)
+
+    def post(st: Step) -> tuple:
+        pb, rb = _panel_bcast(grid.col_comm, grid.myrow, st.owner1, B, st.local1, 0,
+                              (st.width, k_c), bufb)
+        return rb, (pb,)
+
+    def run(st: Step, pb: np.ndarray) -> None:
+        if m_r == 0:
+            return
+        # P (m_r x w) = A op(B_panel)^T, i.e. Fortran P^T = op'(B_panel) A^T with op' = T/C
+        p = part.next((m_r, st.width))
+        gemm_into(p.T, pb.T, A.T, alpha, 0.0, 2 if conj else 1, 0)
+        s = reduce_to(p, st.owner2, recv.next((m_r, st.width)))
+        if s is not None:
+            C[:, st.local2] += s
+
+    _pipeline(steps, post, run)
