@@ -178,12 +178,12 @@ def plot(records: list[dict], path: str) -> str:
         line, = axes[2].plot(xs, meas, "o-", label=f"{short} measured")
         mod = [r.get("model", {}).get("model_bytes") for r in rs]
         if any(mod):
-            axes[2].plot(xs, [m or float("nan") for m in mod], "--", color=line.get_color(),
-                         label=f"{short} model")
+            axes[2].plot(xs, [m if m is not None else float("nan") for m in mod], "x--",
+                         color=line.get_color(), label=f"{short} model")
         bnd = [r.get("model", {}).get("bound_bytes") for r in rs]
         if any(bnd):
-            axes[2].plot(xs, [b or float("nan") for b in bnd], ":", color=line.get_color(),
-                         label=f"{short} lower bound")
+            axes[2].plot(xs, [b if b is not None else float("nan") for b in bnd], "v:",
+                         color=line.get_color(), label=f"{short} lower bound")
     xl = "MPI ranks" if by_ranks else "matrix size n"
     axes[0].set(title="Throughput", xlabel=xl, ylabel="GFLOP/s")
     axes[1].set(title="Communication share of time", xlabel=xl, ylabel="% of time in MPI",

@@ -115,7 +115,8 @@ OPS: dict[str, OpSpec] = {s.name: s for s in (
     OpSpec("solve", "X = A^-1 B (distmat.linalg.solve)",
            _p(n=_N, nrhs=Param("int", 1, min=1),
               assume_a=Param("str", "gen", choices=("gen", "pos")),
-              refine=Param("bool", False, "iterative refinement")),
+              refine=Param("str", "none", "mixed: factor in float32, refine in float64",
+                           choices=("none", "mixed"))),
            requires=("distmat.linalg", "solve"), build="_build_solve"),
     OpSpec("lu", "LU with partial pivoting (distmat.linalg.lu_factor)", _p(n=_N),
            requires=("distmat.linalg", "lu_factor"), build="_build_lu"),
@@ -548,8 +549,8 @@ def _build_solve(ctx: Context, p: dict) -> Case:
     B = _gen(ctx, p, (n, nrhs), 1)
     pr, pc = _grid(ctx)
     kw = {"assume_a": p["assume_a"]}
-    if p["refine"]:
-        kw["refine"] = True
+    if p["refine"] != "none":
+        kw["refine"] = p["refine"]
 
     def model(ab):
         item = A.dtype.itemsize
