@@ -80,6 +80,8 @@ def solve(a: DistMatrix, b: DistMatrix, *, assume_a: str = "gen", lower: bool = 
                 x = x.redistribute(block=b.block)
             x.refine_info = info
             return x
+        if a.dtype != dtype:
+            a = a.astype(dtype)
         if kind == "pos":
             f = cho_factor(a, lower=lower, check_finite=False, panel=panel)
         else:
