@@ -17,7 +17,7 @@ RUN_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 MPI_PYTEST := $(BIN)/python -m mpi4py -m pytest --with-mpi -q --color=no -p no:randomly \
 	--timeout=$(TEST_TIMEOUT) --timeout-method=thread
 
-.PHONY: all venv test test-unit test-mpi demo lint clean
+.PHONY: all venv test test-unit test-mpi demo lint clean bench-matmul
 
 all: test
 
@@ -47,6 +47,18 @@ test-mpi: venv
 demo: venv
 	$(RUN_ENV) $(BIN)/distmat-launch run configs/demo.toml --np $(DEMO_RANKS) --mpiexec $(MPIEXEC) \
 	  --timeout 600 --out results/demo
+
+# SUMMA matmul benchmark on 1, 2 and 4 ranks (4 oversubscribes 2 cores): GFLOP/s against
+# p x single-thread numpy, ledger bytes against the SUMMA model.  Extra flags: BENCH_ARGS=...
+# The OpenBLAS kernel overrides are dropped for this command only, so OpenBLAS picks its own.
+BENCH_RANKS ?= 1 2 4
+BENCH_ARGS ?=
+bench-matmul: venv
+	@set -e; for n in $(BENCH_RANKS); do \
+	  echo "== matmul benchmark on $$n rank(s) =="; \
+	  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(RUN_ENV) timeout -k 10 3600 \
+	    $(MPIEXEC) -n $$n $(BIN)/python -m mpi4py -m distmat.bench.matmul $(BENCH_ARGS); \
+	done
 
 lint: venv
 	$(BIN)/ruff check distmat launch tests

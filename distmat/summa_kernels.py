@@ -14,6 +14,9 @@ that accumulates in place:
   is broadcast down grid columns, each rank multiplies its own A with it (transposed), and the
   partial C column panel is reduced along the grid row onto its owner.
 
+The reductions are flat point-to-point sums (:class:`_FlatReduce`), posted after a panel's GEMM
+and completed after the next one.
+
 Local arrays are C-ordered.  A C-ordered ``X`` is the Fortran-ordered ``X.T``, so BLAS sees
 ``C^T += B^T A^T`` on the same memory: no copies, no temporaries of the size of C.
 
@@ -151,18 +154,61 @@ def stationary_c(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
     _pipeline(steps, post, run)
 
 
-def _reducer(comm: MPI.Comm, me: int):
-    """Reduce a partial panel onto ``root`` and hand the sum to ``add`` (there only)."""
+class _FlatReduce:
+    """Sum partial panels onto their owner with point-to-point messages, one step behind.
 
-    def reduce_to(part: np.ndarray, root: int, recv: np.ndarray) -> np.ndarray | None:
-        if comm.Get_size() == 1:
-            return part
-        if part.size == 0:
-            return None
-        _c.reduce(comm, part, recv if me == root else None, root)
-        return recv if me == root else None
+    ``push`` posts this step's messages (the owner receives one panel from each other
+    member of ``comm``, the others send theirs) and completes the previous step's, so the
+    transfer overlaps the next GEMM; the owner adds the sum into C through ``add``.  A flat
+    tree moves the same bytes as ``MPI_Reduce`` (the ledger counts them the same way) and,
+    with MPICH's shared-memory path, runs an order of magnitude faster for large panels.
+    """
 
-    return reduce_to
+    def __init__(self, comm: MPI.Comm, me: int, size: int, dtype: np.dtype,
+                 add: Callable[[slice | np.ndarray, np.ndarray], None]):
+        self.comm, self.me, self.q, self.add = comm, me, comm.Get_size(), add
+        self.bufs = [_Buffers(size, dtype) for _ in range(self.q - 1)]
+        self.pending: tuple | None = None
+
+    def push(self, part: np.ndarray | None, shape: tuple[int, int], root: int,
+             idx: slice | np.ndarray) -> None:
+        """Reduce ``part`` (None: the owner already added its own share) onto ``root``."""
+        if self.q == 1:
+            if part is not None:
+                self.add(idx, part)
+            return
+        if shape[0] * shape[1] == 0:
+            return
+        recvs: list[np.ndarray] = []
+        if self.me == root:
+            peers = [r for r in range(self.q) if r != root]
+            recvs = [b.next(shape) for b in self.bufs]
+            reqs = [_c.irecv(self.comm, buf, src) for buf, src in zip(recvs, peers, strict=True)]
+        else:
+            reqs = [_c.isend(self.comm, part, root)]
+        prev, self.pending = self.pending, (reqs, root, idx, recvs, part)
+        if prev is not None:
+            self._complete(prev)
+
+    def finish(self) -> None:
+        """Complete the last step."""
+        if self.pending is not None:
+            prev, self.pending = self.pending, None
+            self._complete(prev)
+
+    def _complete(self, pending: tuple) -> None:
+        reqs, root, idx, recvs, part = pending
+        _c.waitall(reqs)
+        if self.me != root:
+            return
+        total = part
+        for r in recvs:
+            if total is None:
+                total = r
+            else:
+                total += r
+        if total is not None:
+            self.add(idx, total)
 
 
 def stationary_b(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: complex,
@@ -178,10 +224,13 @@ def stationary_b(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
     k_r, n_c = B.shape
     wmax = max((s.width for s in steps), default=0)
     bufa = _Buffers(k_r * wmax, C.dtype)
-    part, recv = _Buffers(wmax * n_c, C.dtype), _Buffers(wmax * n_c, C.dtype)
-    reduce_to = _reducer(grid.col_comm, grid.myrow)
-    direct = pr == 1
+    part = _Buffers(wmax * n_c, C.dtype)
     trans = 2 if conj else 1
+
+    def add(idx: slice | np.ndarray, total: np.ndarray) -> None:
+        C[idx] += total
+
+    red = _FlatReduce(grid.col_comm, grid.myrow, wmax * n_c, C.dtype, add)
 
     def post(st: Step) -> tuple:
         pa, ra = _panel_bcast(grid.row_comm, grid.mycol, st.owner1, A, st.local1, 1,
@@ -191,16 +240,17 @@ def stationary_b(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
     def run(st: Step, pa: np.ndarray) -> None:
         if n_c == 0:
             return
-        if direct and isinstance(st.local2, slice):  # my rows of C: accumulate in place
+        if grid.myrow == st.owner2 and isinstance(st.local2, slice):
+            # my rows of C are contiguous: accumulate my share in place
             gemm_into(C[st.local2].T, B.T, pa.T, alpha, 1.0, 0, trans)
+            red.push(None, (st.width, n_c), st.owner2, st.local2)
             return
         p = part.next((st.width, n_c))
         gemm_into(p.T, B.T, pa.T, alpha, 0.0, 0, trans)
-        s = reduce_to(p, st.owner2, recv.next((st.width, n_c)))
-        if s is not None:
-            C[st.local2] += s
+        red.push(p, p.shape, st.owner2, st.local2)
 
     _pipeline(steps, post, run)
+    red.finish()
 
 
 def stationary_a(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: complex,
@@ -216,8 +266,12 @@ def stationary_a(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
     m_r, k_c = A.shape
     wmax = max((s.width for s in steps), default=0)
     bufb = _Buffers(wmax * k_c, C.dtype)
-    part, recv = _Buffers(wmax * m_r, C.dtype), _Buffers(wmax * m_r, C.dtype)
-    reduce_to = _reducer(grid.row_comm, grid.mycol)
+    part = _Buffers(wmax * m_r, C.dtype)
+
+    def add(idx: slice | np.ndarray, total: np.ndarray) -> None:
+        C[:, idx] += total
+
+    red = _FlatReduce(grid.row_comm, grid.mycol, wmax * m_r, C.dtype, add)
 
     def post(st: Step) -> tuple:
         pb, rb = _panel_bcast(grid.col_comm, grid.myrow, st.owner1, B, st.local1, 0,
@@ -230,8 +284,7 @@ def stationary_a(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
         # P (m_r x w) = A op(B_panel)^T, i.e. Fortran P^T = op'(B_panel) A^T with op' = T/C
         p = part.next((m_r, st.width))
         gemm_into(p.T, pb.T, A.T, alpha, 0.0, 2 if conj else 1, 0)
-        s = reduce_to(p, st.owner2, recv.next((m_r, st.width)))
-        if s is not None:
-            C[:, st.local2] += s
+        red.push(p, p.shape, st.owner2, st.local2)
 
     _pipeline(steps, post, run)
+    red.finish()
