@@ -116,3 +116,56 @@ def test_ledger_counts_only_nonzero_blocks(comm):
             ok = ok and sent[name, "auto"] <= min(sent[name, "blocks"], sent[name, "rows"]) \
                 + 32 * grid.size  # the plan choice: one all-reduce of two numbers
         assert_all(comm, ok, f"bytes sent {sent}")
+
+
+@pytest.mark.grids
+def test_sparse_times_sparse_and_filtering(comm):
+    A = sp.random_array((37, 29), density=0.15, rng=1, format="csr")
+    B = sp.random_array((29, 41), density=0.15, rng=2, format="csr")
+    exact = (A @ B).toarray()
+    bs = 5
+    for shape, grid in subgrids(comm, [(1, 1), (1, 2), (2, 1), (2, 2), (1, 3), (2, 3)]):
+        ok, msg = True, ""
+        if grid is not None:
+            SA = dm.sparse.from_scipy(A, blocksize=bs, grid=grid, root=None)
+            SB = dm.sparse.from_scipy(B, blocksize=bs, grid=grid, root=None)
+            C, info = dm.sparse.matmul(SA, SB, return_info=True)
+            G = C.gather(root=None).toarray()
+            ok = np.allclose(G, exact, rtol=1e-14, atol=1e-14) and info["skipped"] == 0 \
+                and info["flops"] == 2 * bs ** 3 * info["products"] > 0
+            ok = ok and np.allclose((SA @ SB).gather(root=None).toarray(), exact, atol=1e-14)
+            for eps in (0.05, 0.3, 1.0):
+                Cf, fi = dm.sparse.matmul(SA, SB, filter_eps=eps, return_info=True)
+                D = Cf.gather(root=None).toarray() - exact
+                worst = max(np.linalg.norm(D[i:i + bs, j:j + bs]) for i in range(0, 37, bs)
+                            for j in range(0, 41, bs))
+                kept = Cf.gather(root=None).toarray()
+                small = min([np.linalg.norm(kept[i:i + bs, j:j + bs]) for i in range(0, 37, bs)
+                             for j in range(0, 41, bs)
+                             if np.any(kept[i:i + bs, j:j + bs])] or [np.inf])
+                if not (worst < 2 * eps and small >= eps
+                        and fi["flops"] == 2 * bs ** 3 * fi["products"]
+                        and fi["products"] + fi["skipped"] == info["products"]):
+                    ok, msg = False, f"grid {shape} eps {eps}: worst {worst} small {small} {fi}"
+            # retain_sparsity: only blocks of the pattern are formed
+            P = dm.sparse.random((37, 41), blocksize=bs, density=0.3, seed=4, grid=grid)
+            Cr, ri = dm.sparse.matmul(SA, SB, retain_sparsity=True, C=P, return_info=True)
+            Pg = P.todense().gather(root=None) != 0
+            mask = np.zeros_like(exact, dtype=bool)
+            for i in range(0, 37, bs):
+                for j in range(0, 41, bs):
+                    mask[i:i + bs, j:j + bs] = Pg[i:i + bs, j:j + bs].any()
+            ok = ok and np.allclose(Cr.gather(root=None).toarray(), exact * mask, atol=1e-14) \
+                and ri["products"] < info["products"]
+        assert_all(comm, ok, msg or f"spgemm on grid {shape}")
+
+
+def test_spgemm_shape_mismatch(comm):
+    with dm.ProcessGrid(comm) as grid:
+        S = dm.sparse.random((12, 10), blocksize=3, density=0.5, seed=1, grid=grid)
+        try:
+            dm.sparse.matmul(S, S)
+            ok, msg = False, "no error"
+        except dm.ShapeMismatchError as e:
+            ok, msg = "(12, 10) and (12, 10)" in str(e), str(e)
+        assert_all(comm, ok, msg)
