@@ -83,13 +83,21 @@ class _Buffers:
     """Two flat buffers handed out in turn as contiguous arrays of the asked shape."""
 
     def __init__(self, size: int, dtype: np.dtype):
-        self._bufs = [np.empty(size, dtype=dtype), np.empty(size, dtype=dtype)]
+        self._size, self._dtype = size, dtype
+        self._bufs: list[np.ndarray | None] = [None, None]
         self._i = 0
 
     def next(self, shape: tuple[int, int]) -> np.ndarray:
         buf = self._bufs[self._i]
+        if buf is None:  # allocated on first use
+            buf = self._bufs[self._i] = np.empty(self._size, dtype=self._dtype)
         self._i ^= 1
         return buf[:shape[0] * shape[1]].reshape(shape)
+
+
+def _width(grid, n: int, width: int) -> int:
+    """The panel width: on a single process nothing overlaps, so one step does it all."""
+    return max(n, 1) if grid.size == 1 else width
 
 
 def _pipeline(steps: list[Step], post: Callable[[Step], tuple], run: Callable[..., None]) -> None:
@@ -135,7 +143,7 @@ def stationary_c(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
     columns distributed like C's.
     """
     pr, pc = grid.shape
-    steps = plan(k, nb_a, pc, mb_b, pr, width)
+    steps = plan(k, nb_a, pc, mb_b, pr, _width(grid, k, width))
     m_r, n_c = C.shape
     wmax = max((s.width for s in steps), default=0)
     bufa, bufb = _Buffers(m_r * wmax, C.dtype), _Buffers(wmax * n_c, C.dtype)
@@ -220,7 +228,7 @@ def stationary_b(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
     distributed like C's; C's rows have block ``mb_c``.
     """
     pr, pc = grid.shape
-    steps = plan(m, nb_a, pc, mb_c, pr, width)
+    steps = plan(m, nb_a, pc, mb_c, pr, _width(grid, m, width))
     k_r, n_c = B.shape
     wmax = max((s.width for s in steps), default=0)
     bufa = _Buffers(k_r * wmax, C.dtype)
@@ -262,7 +270,7 @@ def stationary_a(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
     C's columns have block ``nb_c``.
     """
     pr, pc = grid.shape
-    steps = plan(n, mb_b, pr, nb_c, pc, width)
+    steps = plan(n, mb_b, pr, nb_c, pc, _width(grid, n, width))
     m_r, k_c = A.shape
     wmax = max((s.width for s in steps), default=0)
     bufb = _Buffers(wmax * k_c, C.dtype)
@@ -282,6 +290,10 @@ def stationary_a(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
         if m_r == 0:
             return
         # P (m_r x w) = A op(B_panel)^T, i.e. Fortran P^T = op'(B_panel) A^T with op' = T/C
+        sl = st.local2
+        if pc == 1 and isinstance(sl, slice) and sl.start == 0 and sl.stop == C.shape[1]:
+            gemm_into(C.T, pb.T, A.T, alpha, 1.0, 2 if conj else 1, 0)  # all of C: in place
+            return
         p = part.next((m_r, st.width))
         gemm_into(p.T, pb.T, A.T, alpha, 0.0, 2 if conj else 1, 0)
         red.push(p, p.shape, st.owner2, st.local2)
