@@ -14,6 +14,7 @@ groups are the owners' local column sets.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,8 +117,9 @@ def model_bytes(form: str, m: int, n: int, k: int, grid_shape: tuple[int, int],
       panels down grid columns, ``k m / pr (1 - 1/pc) + m n / pc (1 - 1/pr)`` words.
     - ``NT`` (stationary A): the B^T panels down grid columns and a reduction of the C
       column panels along grid rows, ``n k / pc (1 - 1/pr) + m n / pr (1 - 1/pc)`` words.
-    - ``TT``: ``NN`` of ``op(B)^T op(A)^T`` plus one transpose of the ``m x n`` result
-      (``m n (1 - 1/p) / p`` words when spread evenly).
+    - ``TT``: ``NN`` of ``op(B)^T op(A)^T`` plus one transpose of the ``m x n`` result:
+      ``m n / p (1 - 1/lcm(pr, pc))`` words (an entry stays put when its block row and block
+      column agree modulo both grid dimensions; square blocks assumed).
     """
     pr, pc = grid_shape
     p = pr * pc
@@ -129,7 +131,7 @@ def model_bytes(form: str, m: int, n: int, k: int, grid_shape: tuple[int, int],
     elif form == "NT":
         words = n * k / pc * fc + m * n / pr * fr
     elif form == "TT":
-        words = n * k / pr * fr + k * m / pc * fc + m * n * (1.0 - 1.0 / p) / p
+        words = n * k / pr * fr + k * m / pc * fc + m * n / p * (1.0 - 1.0 / math.lcm(pr, pc))
     else:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     return words * itemsize

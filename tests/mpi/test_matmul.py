@@ -295,7 +295,7 @@ def test_ledger_matches_summa_model(comm):
         B = dm.random((n, n), seed=2, grid=grid, block=blk)
         msgs = []
         for form, (ta, tb) in [("NN", (False, False)), ("TN", (True, False)),
-                               ("NT", (False, True))]:
+                               ("NT", (False, True)), ("TT", (True, True))]:
             with dm.profile(grid) as prof:
                 dm.matmul(A, B, trans_a=ta, trans_b=tb, panel=8)
             got = prof.ops["matmul"].bytes_recv.sum / grid.size if "matmul" in prof.ops else 0
