@@ -17,7 +17,7 @@ RUN_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 MPI_PYTEST := $(BIN)/python -m mpi4py -m pytest --with-mpi -q --color=no -p no:randomly \
 	--timeout=$(TEST_TIMEOUT) --timeout-method=thread
 
-.PHONY: all venv test test-unit test-mpi demo lint clean bench-matmul
+.PHONY: all venv test test-unit test-mpi demo lint clean bench-matmul bench-solve
 
 all: test
 
@@ -58,6 +58,17 @@ bench-matmul: venv
 	  echo "== matmul benchmark on $$n rank(s) =="; \
 	  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(RUN_ENV) timeout -k 10 3600 \
 	    $(MPIEXEC) -n $$n $(BIN)/python -m mpi4py -m distmat.bench.matmul $(BENCH_ARGS); \
+	done
+
+# Dense solver benchmark on 1 and 2 ranks: LU, Cholesky and mixed-precision solves, GFLOP/s
+# against p x single-thread scipy, scaled residuals; rows appended to results/solve.jsonl.
+SOLVE_RANKS ?= 1 2
+SOLVE_ARGS ?= --n 2048 4096
+bench-solve: venv
+	@set -e; for n in $(SOLVE_RANKS); do \
+	  echo "== dense solver benchmark on $$n rank(s) =="; \
+	  $(RUN_ENV) timeout -k 10 3600 $(MPIEXEC) -n $$n $(BIN)/python -m mpi4py -m \
+	    distmat.bench.solve $(SOLVE_ARGS); \
 	done
 
 lint: venv
