@@ -14,8 +14,15 @@ Files are written atomically and verified:
   damaged file never loads as a wrong matrix.  Plain ``.npy`` files written by numpy (no
   sidecar) load with the header and size checks only.
 
-Matrix Market files (``.mtx``, dense ``array`` or ``coordinate`` format) are read on rank 0
-with :func:`scipy.io.mmread` and scattered as a dense matrix.
+Block-sparse matrices (:class:`distmat.sparse.BlockSparseMatrix`) are saved by rank 0 as a
+scipy ``.npz`` (:func:`scipy.sparse.save_npz`: BSR with the matrix's block size when it
+divides both dimensions, else CSR), with the same temporary-name-then-rename and a sidecar
+holding shape, dtype, block size, nonzero count and a SHA-256 of the canonical CSR arrays.
+``scipy.sparse.load_npz`` reads the file.
+
+Matrix Market files (``.mtx``) are read on rank 0 with :func:`scipy.io.mmread`: a
+``coordinate`` file becomes a block-sparse matrix, an ``array`` file a dense one
+(``sparse=False`` makes both dense).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from .grid import ProcessGrid, as_grid
 from .layout import Layout, check_block
 from .matrix import DistMatrix, default_block
 
-__all__ = ["save", "load", "checksum", "META_SUFFIX"]
+__all__ = ["save", "load", "save_sparse", "load_sparse", "checksum", "META_SUFFIX"]
 
 #: Suffix of the metadata sidecar written next to each saved file.
 META_SUFFIX = ".meta.json"
@@ -132,7 +139,10 @@ def save(A: DistMatrix, path: str | os.PathLike) -> None:
         On every rank if the file cannot be written; no file is left under ``path``.
     """
     if not isinstance(A, DistMatrix):
-        raise TypeError(f"A must be a DistMatrix, got {type(A).__name__}")
+        if _is_sparse(A):
+            return save_sparse(A, path)
+        raise TypeError(f"A must be a DistMatrix or a BlockSparseMatrix, got "
+                        f"{type(A).__name__}")
     path = Path(os.fspath(path))
     comm = A.grid.comm
     with _c.operation("save"):
@@ -232,8 +242,8 @@ def _read_header(path: Path) -> dict:
 
 
 def load(path: str | os.PathLike, grid: ProcessGrid | None = None,
-         block: tuple[int, int] | None = None, dtype: Any = None,
-         verify: bool = True) -> DistMatrix:
+         block: tuple[int, int] | int | None = None, dtype: Any = None,
+         verify: bool = True, sparse: bool | None = None) -> Any:
     """Read a matrix saved by :func:`save` (or any numeric ``.npy``, or a ``.mtx``) onto a grid.
 
     Collective over the grid.  Rank 0 reads the header; every rank reads its own blocks
@@ -242,17 +252,25 @@ def load(path: str | os.PathLike, grid: ProcessGrid | None = None,
     Parameters
     ----------
     path : str or path-like
-        A ``.npy`` file (1-D arrays load as one column) or a Matrix Market ``.mtx`` file
-        **(global)**.
+        A ``.npy`` file (1-D arrays load as one column), a block-sparse ``.npz`` written by
+        :func:`save_sparse`, or a Matrix Market ``.mtx`` file **(global)**.
     grid : ProcessGrid, optional
         Target grid **(global)**; default :meth:`ProcessGrid.default`.
     block : tuple of int, optional
-        Block size **(global)**; default :func:`distmat.matrix.default_block`.
+        Block size **(global)**; default :func:`distmat.matrix.default_block`.  For a
+        block-sparse result, the square block size (an int), default the saved one or 64.
     dtype : dtype, optional
         Convert to this dtype **(global)**; integer files load as float64 by default.
     verify : bool
         Check the checksum recorded by :func:`save` **(global)** (header and file size are
         always checked).
+    sparse : bool, optional
+        For ``.mtx``: None (default) loads a ``coordinate`` file as a BlockSparseMatrix and
+        an ``array`` file as a DistMatrix; False loads both dense **(global)**.
+
+    Returns
+    -------
+    DistMatrix or BlockSparseMatrix
 
     Raises
     ------
@@ -263,8 +281,10 @@ def load(path: str | os.PathLike, grid: ProcessGrid | None = None,
     path = Path(os.fspath(path))
     comm = grid.comm
     with _c.operation("load"):
+        if path.suffix.lower() == ".npz":
+            return load_sparse(path, grid=grid, blocksize=block, dtype=dtype, verify=verify)
         if path.suffix.lower() == ".mtx":
-            return _load_mtx(path, grid, block, dtype)
+            return _load_mtx(path, grid, block, dtype, sparse)
         info = None
         with _c.agreed(comm):
             if comm.Get_rank() == 0:
@@ -319,8 +339,8 @@ def _read_body(comm: MPI.Comm, path: Path, offset: int, buf: np.ndarray,
         ftype.Free()
 
 
-def _load_mtx(path: Path, grid: ProcessGrid, block: tuple[int, int] | None,
-              dtype: Any) -> DistMatrix:
+def _load_mtx(path: Path, grid: ProcessGrid, block: Any, dtype: Any,
+              sparse: bool | None) -> Any:
     from .convert import from_global
 
     arr = None
@@ -329,10 +349,159 @@ def _load_mtx(path: Path, grid: ProcessGrid, block: tuple[int, int] | None,
             import scipy.io
             import scipy.sparse
 
-            m = scipy.io.mmread(str(path))
-            arr = m.toarray() if scipy.sparse.issparse(m) else np.asarray(m)
+            arr = scipy.io.mmread(str(path))
+            if scipy.sparse.issparse(arr) and (sparse is False or not _have_sparse()):
+                arr = arr.toarray()
+            if not scipy.sparse.issparse(arr):
+                arr = np.asarray(arr)
             if arr.dtype.kind in "biu":
                 arr = arr.astype(np.float64)
-    shape = grid.comm.bcast(None if arr is None else arr.shape, root=0)
+    kind, shape = grid.comm.bcast(None if arr is None else (
+        "sparse" if not isinstance(arr, np.ndarray) else "dense", arr.shape), root=0)
+    if kind == "sparse":
+        return _scatter_sparse(arr, shape, grid, block, dtype)
     block = check_block(block) if block is not None else default_block(shape, grid.shape)
     return from_global(arr, grid=grid, block=block, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- block-sparse
+
+_SPARSE_FORMAT = "distmat-sparse-npz-1"
+
+
+def _have_sparse() -> bool:
+    try:
+        import distmat.sparse  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _is_sparse(A: Any) -> bool:
+    try:
+        from .sparse.bsr import BlockSparseMatrix
+    except ImportError:
+        return False
+    return isinstance(A, BlockSparseMatrix)
+
+
+def _sparse_digest(S: Any) -> str:
+    """SHA-256 (16 hex digits) of the canonical CSR arrays of a scipy sparse matrix."""
+    import hashlib
+
+    c = S.tocsr(copy=True)
+    c.eliminate_zeros()
+    c.sum_duplicates()
+    c.sort_indices()
+    h = hashlib.sha256()
+    h.update(repr((tuple(c.shape), c.dtype.str)).encode())
+    for a in (c.indptr.astype(np.int64), c.indices.astype(np.int64), c.data):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_sparse(S: Any, path: str | os.PathLike) -> None:
+    """Write a block-sparse matrix to ``path`` (a scipy ``.npz``). Collective over the grid.
+
+    The blocks are gathered to rank 0, which writes ``scipy.sparse.save_npz`` output (BSR
+    with block ``(bs, bs)`` when ``bs`` divides both dimensions, else CSR) to a temporary
+    name and renames it, with a sidecar ``path + ".meta.json"``.  ``path`` should end in
+    ``.npz`` (scipy appends it otherwise, so it is required).
+    """
+    import scipy.sparse
+
+    if not _is_sparse(S):
+        raise TypeError(f"S must be a distmat.sparse.BlockSparseMatrix, got {type(S).__name__}")
+    path = Path(os.fspath(path))
+    if path.suffix != ".npz":
+        raise ValueError(f"a block-sparse matrix is saved as .npz; got path {str(path)!r}")
+    comm = S.grid.comm
+    with _c.operation("save"):
+        G = S.gather(root=0, format="bsr")
+        tmp = _tmp_name(comm, path)
+        tmp = tmp.with_name(tmp.name + ".npz")
+        meta_tmp = tmp.with_name(tmp.name + META_SUFFIX)
+        try:
+            with _c.agreed(comm):
+                if comm.Get_rank() == 0:
+                    scipy.sparse.save_npz(str(tmp), G, compressed=False)
+                    meta = {"format": _SPARSE_FORMAT, "shape": list(S.shape),
+                            "dtype": np.lib.format.dtype_to_descr(S.dtype),
+                            "blocksize": int(S.bs), "nnz": int(G.nnz),
+                            "checksum": _sparse_digest(G)}
+                    meta_tmp.write_text(json.dumps(meta) + "\n")
+                if _before_rename is not None:
+                    _before_rename()
+            with _c.agreed(comm):
+                if comm.Get_rank() == 0:
+                    os.replace(meta_tmp, Path(str(path) + META_SUFFIX))
+                    os.replace(tmp, path)
+        except BaseException:
+            if comm.Get_rank() == 0:
+                for p in (tmp, meta_tmp):
+                    try:
+                        p.unlink()
+                    except FileNotFoundError:
+                        pass
+            raise
+
+
+def load_sparse(path: str | os.PathLike, grid: ProcessGrid | None = None,
+                blocksize: Any = None, dtype: Any = None, verify: bool = True) -> Any:
+    """Read a block-sparse matrix from a ``.npz`` (scipy format) or ``.mtx``. Collective.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file **(global)**.
+    grid : ProcessGrid, optional
+        **(global)**; default :meth:`ProcessGrid.default`.
+    blocksize : int, optional
+        Square block size **(global)**; default the saved one, else 64 (at most the larger
+        dimension).
+    dtype : dtype, optional
+        **(global)**; default the file's (integers become float64).
+    verify : bool
+        Check the SHA-256 recorded by :func:`save_sparse` **(global)**.
+    """
+    grid = as_grid(grid)
+    path = Path(os.fspath(path))
+    comm = grid.comm
+    with _c.operation("load"):
+        G = None
+        meta_bs = None
+        with _c.agreed(comm):
+            if comm.Get_rank() == 0:
+                import scipy.io
+                import scipy.sparse
+
+                if path.suffix.lower() == ".mtx":
+                    G = scipy.sparse.coo_array(scipy.io.mmread(str(path)))
+                else:
+                    G = scipy.sparse.load_npz(str(path))
+                meta_path = Path(str(path) + META_SUFFIX)
+                if meta_path.exists():
+                    meta = json.loads(meta_path.read_text())
+                    meta_bs = meta.get("blocksize")
+                    if tuple(meta.get("shape", ())) != tuple(G.shape) or (
+                            verify and meta.get("checksum") != _sparse_digest(G)):
+                        raise ValueError(f"{path}: contents do not match {meta_path.name} "
+                                         f"(shape or checksum): the file is stale or damaged")
+                if G.dtype.kind in "biu":
+                    G = G.astype(np.float64)
+        shape, meta_bs = comm.bcast(None if G is None else (G.shape, meta_bs), root=0)
+        if blocksize is None and meta_bs is not None:
+            blocksize = meta_bs
+        return _scatter_sparse(G, shape, grid, blocksize, dtype)
+
+
+def _scatter_sparse(G: Any, shape: tuple[int, int], grid: ProcessGrid, blocksize: Any,
+                    dtype: Any) -> Any:
+    from .sparse import from_scipy
+
+    if blocksize is None:
+        blocksize = max(1, min(64, max(shape)))
+    elif isinstance(blocksize, (tuple, list)):
+        blocksize = blocksize[0] if len(blocksize) == 2 and blocksize[0] == blocksize[1] \
+            else blocksize
+    return from_scipy(G, blocksize=blocksize, grid=grid, root=0, dtype=dtype)

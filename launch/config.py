@@ -56,13 +56,17 @@ class Case:
     name: str
     op: str
     params: dict[str, Any]
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     def label(self) -> str:
+        """``name`` and the parameters that differ from their defaults."""
         spec = OPS[self.op]
         shown = [f"{k}={_fmt(self.params[k])}" for k in spec.params
                  if k in self.params and (spec.params[k].default is REQUIRED
                                           or self.params[k] != spec.params[k].default)
                  and spec.params[k].kind != "ints"]
+        shown += [f"{k}={_fmt(self.params[k])}" for k in ("dtype", "block")
+                  if k in self.defaults and self.params.get(k) != self.defaults[k]]
         return " ".join([self.name, *shown])
 
 
@@ -350,7 +354,7 @@ def load_job(path: str | os.PathLike, sets: list[str] | None = None,
             params = {**base, **dict(zip(keys, combo, strict=True))}
             params["name"] = name
             problems += _check_case(where, op, params)
-            cases.append(Case(i, name, op, params))
+            cases.append(Case(i, name, op, params, {k: job[k] for k in COMMON}))
     if problems:
         raise ConfigError(problems)
     if not cases:

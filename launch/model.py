@@ -119,24 +119,38 @@ def summa_words(m: int, n: int, k: int, pr: int, pc: int) -> float:
 
 def summa(m: int, n: int, k: int, pr: int, pc: int, panel: int, itemsize: int,
           ab: AlphaBeta, trans_a: bool = False, trans_b: bool = False) -> dict:
-    """Model of SUMMA with panel width ``panel`` (and a transpose per transposed operand)."""
-    npanels = max(1, math.ceil(k / max(panel, 1)))
-    words = summa_words(m, n, k, pr, pc)
-    msgs = npanels * ((pc > 1) + (pr > 1))
-    seconds = 0.0
-    if pc > 1:
-        seconds += npanels * tree_steps(pc) * ab.time(1, panel * m / pr * itemsize)
-    if pr > 1:
-        seconds += npanels * tree_steps(pr) * ab.time(1, panel * n / pc * itemsize)
-    algo = "summa"
-    for flag, size in ((trans_a, m * k), (trans_b, k * n)):
-        if flag:
-            t = transpose(size, 1, pr, pc, itemsize, ab)
-            words += t["model_words"]
-            msgs += t["model_msgs"]
-            seconds += t["model_seconds"]
-            algo = "transpose+summa"
-    return {"model_algorithm": f"{algo} {pr}x{pc} panel={panel}", "model_words": words,
+    """Model of SUMMA for ``C = op(A) op(B)`` in the variant each form uses.
+
+    ``NN`` keeps C in place and broadcasts A panels along grid rows and B panels down grid
+    columns (:func:`summa_words`).  ``TN`` keeps B in place: A^T panels along rows, C row
+    panels reduced down columns, ``k m / pr (1 - 1/pc) + m n / pc (1 - 1/pr)`` words.
+    ``NT`` keeps A in place: ``n k / pc (1 - 1/pr) + m n / pr (1 - 1/pc)``.  ``TT`` is ``NN``
+    of ``B^T A^T`` plus a transpose of the result.  Steps: ``ceil(k / panel)``, at least one
+    per owner of the looped dimension; each costs a binomial-tree broadcast (or reduction)
+    per side.
+    """
+    form = ("T" if trans_a else "N") + ("T" if trans_b else "N")
+    fr, fc = 1.0 - 1.0 / pc, 1.0 - 1.0 / pr
+    p = pr * pc
+    steps = max(1, math.ceil(k / max(panel, 1)), max(pr, pc) if p > 1 else 1)
+    if form == "NN":
+        side_r, side_c = m * k / pr * fr, k * n / pc * fc
+    elif form == "TN":
+        side_r, side_c = k * m / pr * fr, m * n / pc * fc
+    elif form == "NT":
+        side_r, side_c = m * n / pr * fr, n * k / pc * fc
+    else:
+        side_r, side_c = n * k / pr * fr, k * m / pc * fc
+    words = side_r + side_c
+    msgs = steps * ((pc > 1) + (pr > 1))
+    seconds = (steps * tree_steps(pc) * ab.alpha + tree_steps(pc) * side_r * itemsize * ab.beta
+               + steps * tree_steps(pr) * ab.alpha + tree_steps(pr) * side_c * itemsize * ab.beta)
+    if form == "TT" and p > 1:
+        t = transpose(n, m, pr, pc, itemsize, ab)
+        words += m * n * (1.0 - 1.0 / p) / p
+        msgs += t["model_msgs"]
+        seconds += t["model_seconds"]
+    return {"model_algorithm": f"summa {form} {pr}x{pc} panel={panel}", "model_words": words,
             "model_msgs": msgs, "model_seconds": seconds}
 
 

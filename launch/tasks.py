@@ -95,6 +95,7 @@ OPS: dict[str, OpSpec] = {s.name: s for s in (
            _p(n=_N, m=_M, k=Param("int", 0, "inner dimension (0: n)", min=0),
               trans_a=Param("bool", False), trans_b=Param("bool", False),
               alpha=Param("float", 1.0), beta=Param("float", 0.0),
+              panel=Param("int", 0, "SUMMA panel width (0: the library default)", min=0),
               memory=Param("float", 0.0, "words of memory per rank for the lower bound "
                            "(0: what a 2D algorithm holds)", min=0.0)),
            requires=("distmat.summa", "matmul"), build="_build_matmul"),
@@ -441,11 +442,15 @@ def _build_load(ctx: Context, p: dict) -> Case:
 
     path = p["path"] if os.path.isabs(p["path"]) else os.path.join(ctx.config_dir, p["path"])
     block = None if p["block"] == "auto" else tuple(p["block"])
+
+    def digest(A):  # block-sparse files (.npz, coordinate .mtx) load as BlockSparseMatrix
+        return checksum(A if isinstance(A, dm.DistMatrix) else A.todense())
+
     first = dm.load(path, grid=ctx.grid, block=block)
-    want = checksum(first)
+    want = digest(first)
 
     def check(A):
-        ok = checksum(A) == want
+        ok = digest(A) == want
         return (0.0 if ok else math.inf), ok
 
     return Case(run=lambda: dm.load(path, grid=ctx.grid, block=block), check=check,
@@ -485,10 +490,18 @@ def _build_matmul(ctx: Context, p: dict) -> Case:
     def prepare():
         state["out"] = C0.copy() if C0 is not None else None
 
+    kw = {"panel": p["panel"]} if p["panel"] else {}
+    try:
+        from distmat.summa_plan import DEFAULT_PANEL as panel
+    except ImportError:  # pragma: no cover - an older build
+        panel = A.block[1]
+    panel = p["panel"] or panel
+
     def run():
         if state.get("out") is None:
-            return matmul(A, B, trans_a=ta, trans_b=tb, alpha=alpha)
-        return matmul(A, B, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=state["out"])
+            return matmul(A, B, trans_a=ta, trans_b=tb, alpha=alpha, **kw)
+        return matmul(A, B, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=state["out"],
+                      **kw)
 
     def check(C):
         x = _probe(ctx, p, n)
@@ -502,7 +515,7 @@ def _build_matmul(ctx: Context, p: dict) -> Case:
 
     def model(ab):
         item = A.dtype.itemsize
-        d = M.summa(m, n, k, pr, pc, A.block[1] if not ta else A.block[0], item, ab, ta, tb)
+        d = M.summa(m, n, k, pr, pc, panel, item, ab, ta, tb)
         mem = p["memory"] or None
         d["bound_words"] = M.itt_lower_bound(m, n, k, pr * pc, mem)
         d["bound_words_mi"] = M.memory_independent_bound(m, n, k, pr * pc)

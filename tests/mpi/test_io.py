@@ -183,8 +183,78 @@ def test_matrix_market_dense_and_sparse(comm, shared_dir):
     with dm.ProcessGrid(comm) as grid:
         _check_equal(comm, dm.load(shared_dir / "dense.mtx", grid=grid, block=(2, 2)), ref,
                      "dense mtx")
-        _check_equal(comm, dm.load(shared_dir / "sparse.mtx", grid=grid), sp.toarray(),
-                     "sparse mtx")
+        _check_equal(comm, dm.load(shared_dir / "sparse.mtx", grid=grid, sparse=False),
+                     sp.toarray(), "sparse mtx as dense")
+        S = dm.load(shared_dir / "sparse.mtx", grid=grid, block=3)
+        assert_all(comm, isinstance(S, dm.sparse.BlockSparseMatrix) and S.bs == 3,
+                   f"got {S!r}")
+        _check_equal(comm, S.todense(), sp.toarray(), "sparse mtx")
+
+
+def _sparse_ref():
+    import scipy.sparse
+
+    return scipy.sparse.random(23, 17, density=0.2, random_state=4, format="csr")
+
+
+@pytest.mark.parametrize("save_bs,load_bs", [(4, 4), (5, 2), (1, 7)])
+def test_block_sparse_round_trip(comm, shared_dir, save_bs, load_bs):
+    import scipy.sparse
+
+    ref = _sparse_ref()
+    path = shared_dir / "s.npz"
+    for gshape, grid in subgrids(comm, ((1, 1), (2, 1), (2, 2))):
+        if grid is not None:
+            S = dm.sparse.from_scipy(ref, blocksize=save_bs, grid=grid, root=None)
+            dm.save(S, path)
+        comm.Barrier()
+        ok = comm.rank != 0 or (scipy.sparse.load_npz(path) != ref).nnz == 0
+        assert_all(comm, ok, f"scipy.sparse.load_npz disagrees after save on {gshape}")
+        for lshape, lgrid in subgrids(comm, ((1, 1), (1, 2), (3, 1))):
+            if lgrid is None:
+                continue
+            T = dm.load(path, grid=lgrid, block=load_bs)
+            _check_equal(lgrid.comm, T.todense(), ref.toarray(), f"{gshape} -> {lshape}")
+            U = dm.load(path, grid=lgrid)  # default: the saved block size
+            assert_all(lgrid.comm, U.bs == save_bs, f"blocksize {U.bs} != {save_bs}")
+        comm.Barrier()
+
+
+def test_block_sparse_interrupted_and_damaged(comm, shared_dir):
+    import scipy.sparse
+
+    ref = _sparse_ref()
+    path = shared_dir / "s.npz"
+    with dm.ProcessGrid(comm) as grid:
+        S = dm.sparse.from_scipy(ref, blocksize=4, grid=grid, root=None)
+
+        def crash():
+            if grid.rank == 0:
+                raise OSError("quota exceeded (simulated)")
+
+        dio._before_rename = crash
+        try:
+            try:
+                dm.save(S, path)
+                ok, msg = False, "did not raise"
+            except OSError as e:
+                ok, msg = "quota" in str(e), str(e)
+        finally:
+            dio._before_rename = None
+        assert_all(comm, ok, msg)
+        comm.Barrier()
+        assert_all(comm, os.listdir(shared_dir) == [], f"left: {os.listdir(shared_dir)}")
+        dm.save(S, path)
+        comm.Barrier()
+        if comm.rank == 0:  # replace the data with another matrix behind the sidecar's back
+            scipy.sparse.save_npz(path, (2 * ref).tocsr(), compressed=False)
+        comm.Barrier()
+        try:
+            dm.load(path, grid=grid)
+            ok, msg = False, "stale file loaded"
+        except ValueError as e:
+            ok, msg = "stale or damaged" in str(e), str(e)
+        assert_all(comm, ok, msg)
 
 
 def test_empty_local_pieces_and_tiny_matrices(comm, shared_dir):

@@ -36,8 +36,20 @@ def test_summa_words_square_grid():
     assert M.summa_words(800, 300, 50, 1, 4) == pytest.approx(50 * 800 * 0.75)
     assert M.summa_words(800, 300, 50, 4, 1) == pytest.approx(50 * 300 * 0.75)
     d = M.summa(512, 512, 512, 2, 2, 64, 8, M.AlphaBeta(1e-6, 1e-9))
-    assert d["model_msgs"] == 8 * 2
-    assert d["model_seconds"] == pytest.approx(2 * 8 * (1e-6 + 1e-9 * 64 * 256 * 8))
+    assert d["model_msgs"] == 8 * 2 and d["model_words"] == M.summa_words(512, 512, 512, 2, 2)
+    # 8 steps of one tree level per side; each side receives half its 256 x 512 panel rows
+    assert d["model_seconds"] == pytest.approx(2 * (8e-6 + 1e-9 * 256 * 512 * 0.5 * 8))
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("grid", [(2, 2), (1, 4), (3, 2)])
+def test_summa_forms_agree_with_the_library_plan(ta, tb, grid):
+    from distmat.summa_plan import model_bytes
+
+    m, n, k = 300, 200, 120
+    form = ("T" if ta else "N") + ("T" if tb else "N")
+    d = M.summa(m, n, k, *grid, 64, 8, M.AlphaBeta(), ta, tb)
+    assert d["model_words"] * 8 == pytest.approx(model_bytes(form, m, n, k, grid, 8))
 
 
 def test_itt_bound():
