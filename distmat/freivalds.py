@@ -63,15 +63,15 @@ class Freivalds:
             x = x + 1j * gen.uniform(-1.0, 1.0, n)
         self.x = x.astype(dtype)
         self.ax = np.abs(self.x)
-        self.A, self.B, self.ta, self.tb = A, B, ta, tb
-        self.alpha, self.beta = alpha, beta
-        self.k = A.shape[0] if ta != "N" else A.shape[1]
-        self.n = n
-        self.eps = float(np.finfo(dtype).eps)
-        self.c0x = self.c0ax = None
+        k = A.shape[0] if ta != "N" else A.shape[1]
+        self.scale = 4.0 * (k + n + 4) * float(np.finfo(dtype).eps)
+        # everything that reads the operands happens now, before the product may overwrite
+        # them (out= may alias A, B or C0)
+        self.want = alpha * matvec(A, matvec(B, self.x, tb), ta)
+        self.bound = abs(alpha) * matvec(A, matvec(B, self.ax, tb, True), ta, True)
         if C0 is not None and beta != 0:
-            self.c0x = matvec(C0, self.x)
-            self.c0ax = matvec(C0, self.ax, absolute=True)
+            self.want = self.want + beta * matvec(C0, self.x)
+            self.bound = self.bound + abs(beta) * matvec(C0, self.ax, absolute=True)
 
     def ratio(self, C: DistMatrix) -> float:
         """Largest ``|r_i| / tolerance_i`` (<= 1 passes; NaN counts as inf). Collective."""
@@ -81,16 +81,9 @@ class Freivalds:
         return float(q.max()) if q.size else 0.0
 
     def _residual(self, C: DistMatrix) -> tuple[np.ndarray, np.ndarray]:
-        a, b = self.alpha, self.beta
-        want = a * matvec(self.A, matvec(self.B, self.x, self.tb), self.ta)
-        bound = abs(a) * matvec(self.A, matvec(self.B, self.ax, self.tb, True), self.ta, True)
         got = matvec(C, self.x)
-        bound = bound + matvec(C, self.ax, absolute=True)
-        if self.c0x is not None:
-            want = want + b * self.c0x
-            bound = bound + abs(b) * self.c0ax
-        r = np.abs(got - want)
-        return r, 4.0 * (self.k + self.n + 4) * self.eps * bound
+        bound = self.bound + matvec(C, self.ax, absolute=True)
+        return np.abs(got - self.want), self.scale * bound
 
     def verify(self, C: DistMatrix) -> None:
         """Raise VerificationError on every rank if ``C`` fails the check. Collective."""

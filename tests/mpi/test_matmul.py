@@ -224,7 +224,7 @@ def test_out_aliasing_and_operand_blocks(comm):
         gen = np.random.default_rng(8)
         a = gen.standard_normal((12, 12))
         A = dm.from_global(a, grid=grid, block=(3, 3), root=None)
-        dm.matmul(A, A, beta=1.0, out=A)  # A = A @ A + A, in place
+        dm.matmul(A, A, beta=1.0, out=A, verify=True)  # A = A @ A + A, in place
         got = A.gather(None)
         ok = np.allclose(got, a @ a + a)
         B = dm.from_global(a, grid=grid, block=(2, 5), root=None)
