@@ -125,9 +125,9 @@ def summa(m: int, n: int, k: int, pr: int, pc: int, panel: int, itemsize: int,
     columns (:func:`summa_words`).  ``TN`` keeps B in place: A^T panels along rows, C row
     panels reduced down columns, ``k m / pr (1 - 1/pc) + m n / pc (1 - 1/pr)`` words.
     ``NT`` keeps A in place: ``n k / pc (1 - 1/pr) + m n / pr (1 - 1/pc)``.  ``TT`` is ``NN``
-    of ``B^T A^T`` plus a transpose of the result.  Steps: ``ceil(k / panel)``, at least one
-    per owner of the looped dimension; each costs a binomial-tree broadcast (or reduction)
-    per side.
+    of ``B^T A^T`` plus a transpose of the result (``m n / p (1 - 1/lcm(pr, pc))`` words).
+    Steps: ``ceil(k / panel)``, at least one per owner of the looped dimension; each costs a
+    binomial-tree broadcast (or reduction) per side.
     """
     form = ("T" if trans_a else "N") + ("T" if trans_b else "N")
     fr, fc = 1.0 - 1.0 / pc, 1.0 - 1.0 / pr
@@ -147,7 +147,7 @@ def summa(m: int, n: int, k: int, pr: int, pc: int, panel: int, itemsize: int,
                + steps * tree_steps(pr) * ab.alpha + tree_steps(pr) * side_c * itemsize * ab.beta)
     if form == "TT" and p > 1:
         t = transpose(n, m, pr, pc, itemsize, ab)
-        words += m * n * (1.0 - 1.0 / p) / p
+        words += m * n / p * (1.0 - 1.0 / math.lcm(pr, pc))
         msgs += t["model_msgs"]
         seconds += t["model_seconds"]
     return {"model_algorithm": f"summa {form} {pr}x{pc} panel={panel}", "model_words": words,

@@ -158,3 +158,40 @@ def test_timeout_kills_the_process_group(tmp_path):
     _completed_intact(out)
     pids = [p["pid"] for p in json.loads((out / "ranks.json").read_text())["ranks"]]
     assert _gone(pids), "ranks survived the timeout"
+
+
+def test_inputs_and_outputs_through_files(tmp_path):
+    import numpy as np
+
+    out = tmp_path / "out"
+    src = tmp_path / "m.npy"
+    cfg = tmp_path / "io.toml"
+    cfg.write_text(f"""
+[job]
+ranks = 3
+calibrate = false
+repeat = 1
+warmup = 0
+[[task]]
+op = "save"
+m = 20
+n = 30
+seed = 4
+path = "{src}"
+[[task]]
+op = "transpose"
+m = 20
+n = 30
+input = "m.npy"
+block = [4, 7]
+output = "t.npy"
+[[task]]
+op = "load"
+path = "{out / 't.npy'}"
+block = [3, 3]
+""")
+    r, _ = launch(["run", cfg, "--out", out])
+    assert r.returncode == 0, f"{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    a, t = np.load(src), np.load(out / "t.npy")
+    assert a.shape == (20, 30) and np.array_equal(t, a.T)
+    assert len([x for x in records(out) if x["record"] == "task"]) == 3
