@@ -343,6 +343,9 @@ def _failed(reason: str, code: int, out_dir: str, results: str, run_id: str, np_
                     "exit_code": code, "last_progress": last, "completed_records": kept,
                     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     write_jsonl_atomic(results, records)
+    done = [r for r in records if r.get("run_id") == run_id and r.get("record") == "task"]
+    if done:
+        print("\n" + R.task_table(done), flush=True)
     _err(f"job FAILED on {np_} rank(s): {reason}")
     if last:
         _err(f"last progress line: {last}")

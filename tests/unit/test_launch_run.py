@@ -195,3 +195,23 @@ block = [3, 3]
     a, t = np.load(src), np.load(out / "t.npy")
     assert a.shape == (20, 30) and np.array_equal(t, a.T)
     assert len([x for x in records(out) if x["record"] == "task"]) == 3
+
+
+def test_a_failed_check_gives_exit_1(tmp_path):
+    cfg = tmp_path / "strict.toml"
+    cfg.write_text("""
+[job]
+ranks = 1
+repeat = 1
+warmup = 0
+[[task]]
+op = "matmul"
+n = 60
+tolerance = 0.0         # rounding makes the residual positive: the check must fail
+""")
+    out = tmp_path / "out"
+    r, _ = launch(["run", cfg, "--out", out])
+    assert r.returncode == 1, r.stderr
+    (rec,) = [x for x in records(out) if x["record"] == "task"]
+    assert rec["status"] == "FAILED" and rec["check"]["residual"] > 0
+    assert any(s.rstrip().endswith("FAILED") for s in r.stdout.splitlines())
