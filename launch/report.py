@@ -55,7 +55,7 @@ def _bytes(x: float | None, width: int) -> str:
 def task_table(records: list[dict]) -> str:
     """One row per task repetition (HPL style)."""
     rows = [r for r in records if r.get("record") == "task"]
-    head = (f"# {'task':<34}{'p':>4}{'grid':>7}{'rep':>5}{'time s':>11}{'GFLOP/s':>10}"
+    head = (f"# {'task':<42}{'p':>4}{'grid':>7}{'rep':>5}{'time s':>11}{'GFLOP/s':>10}"
             f"{'comm%':>7}{'recv B/rk':>11}{'model B':>10}{'bound B':>10}{'meas/mod':>9}"
             f"{'resid':>10}  check")
     lines = [head, "# " + "-" * (len(head) - 2)]
@@ -63,11 +63,11 @@ def task_table(records: list[dict]) -> str:
         m = r.get("model", {})
         chk = r.get("check") or {}
         lab = r.get("label", r.get("op", "?"))
-        lab = lab if len(lab) <= 33 else lab[:30] + "..."
+        lab = lab if len(lab) <= 41 else lab[:38] + "..."
         g = r.get("grid", [0, 0])
         rep = f"{r.get('rep', 1)}/{r.get('repeat', 1)}"
         lines.append(
-            f"  {lab:<34}{r.get('ranks', 0):>4}{f'{g[0]}x{g[1]}':>7}"
+            f"  {lab:<42}{r.get('ranks', 0):>4}{f'{g[0]}x{g[1]}':>7}"
             f"{rep:>5}"
             f"{_num(r.get('time_s'), 11, '.4f')}{_num(r.get('gflops'), 10, '.3f')}"
             f"{_num(100 * r.get('comm_share', 0.0), 7, '.1f')}"
