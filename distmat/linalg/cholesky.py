@@ -20,9 +20,10 @@ from .. import comm as _c
 from ..layout import panels
 from ..matrix import DistMatrix
 from . import _checks
+from . import triangular as _tri
 from ._kernels import gemm_update
 from ._panels import Index, default_panel, panel_to_root
-from .triangular import trsm
+from .triangular import local_part, replicate, trsm, trsm_replicated
 
 __all__ = ["CholeskyFactor", "cholesky", "cho_factor", "cho_solve"]
 
@@ -211,6 +212,18 @@ def cho_solve(c_and_lower: CholeskyFactor | tuple[DistMatrix, bool], b: DistMatr
         dtype = _checks.common_dtype(c, b)
         if c.dtype != dtype:
             c = c.astype(dtype)
+        if b.shape[1] <= _tri.REPLICATE_NRHS:
+            idx = Index(c.layout, c.grid)
+            full = replicate(b, dtype)
+            t = "C" if dtype.kind == "c" else "T"
+            kw = {"panel": panel, "idx": idx, "unit_diagonal": False}
+            if lower:   # L y = b, L^H x = y
+                full = trsm_replicated(c, full, lower=True, **kw)
+                full = trsm_replicated(c, full, lower=True, trans=t, **kw)
+            else:       # U^H y = b, U x = y
+                full = trsm_replicated(c, full, lower=False, trans=t, **kw)
+                full = trsm_replicated(c, full, lower=False, **kw)
+            return local_part(full, b)
         ch = c.H if dtype.kind == "c" else c.T
         if lower:   # L y = b, L^H x = y
             first, second = c, ch

@@ -29,9 +29,10 @@ from ..errors import SingularMatrixError
 from ..layout import panels
 from ..matrix import DistMatrix
 from . import _checks
+from . import triangular as _tri
 from ._kernels import gemm_update
 from ._panels import Index, default_panel, exchange_rows, panel_to_root
-from .triangular import trsm
+from .triangular import local_part, replicate, trsm, trsm_replicated
 
 __all__ = ["LUFactor", "lu_factor", "lu_solve"]
 
@@ -235,6 +236,22 @@ def lu_solve(lu_and_piv: LUFactor, b: DistMatrix, trans: int | str = 0,
         if lu.dtype != dtype:
             lu = lu.astype(dtype)
         n = lu.shape[0]
+        if b.shape[1] <= _tri.REPLICATE_NRHS:
+            idx = Index(lu.layout, lu.grid)
+            full = replicate(b, dtype)
+            kw = {"panel": panel, "idx": idx}
+            if tr == 0:
+                full = full[f.perm]
+                full = trsm_replicated(lu, full, lower=True, unit_diagonal=True, **kw)
+                full = trsm_replicated(lu, full, lower=False, unit_diagonal=False, **kw)
+            else:
+                t = "C" if tr == 2 else "T"
+                full = trsm_replicated(lu, full, lower=False, trans=t, unit_diagonal=False, **kw)
+                full = trsm_replicated(lu, full, lower=True, trans=t, unit_diagonal=True, **kw)
+                out = np.empty_like(full)
+                out[f.perm] = full
+                full = out
+            return local_part(full, b)
         if tr == 0:
             x = _checks.rhs_aligned(b, lu.block[0], dtype)
             idx = Index(lu.layout, lu.grid)

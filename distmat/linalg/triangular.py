@@ -67,6 +67,10 @@ def solve_triangular(a: DistMatrix, b: DistMatrix, *, lower: bool = False,
         dtype = _checks.common_dtype(a, b)
         if a.dtype != dtype:
             a = a.astype(dtype)
+        if b.shape[1] <= REPLICATE_NRHS:
+            x = trsm_replicated(a, replicate(b, dtype), lower=bool(lower), trans=t,
+                                unit_diagonal=bool(unit_diagonal), panel=panel)
+            return local_part(x, b)
         if t != "N":
             a = a.H if (t == "C" and dtype.kind == "c") else a.T
             lower = not lower
@@ -121,3 +125,91 @@ def trsm(a: DistMatrix, x: DistMatrix, *, lower: bool, unit_diagonal: bool,
             gemm_update(X[a1:], t_rep[a1 - lr0:], x1)
         else:
             gemm_update(X[:a0], t_rep[:a0], x1)
+
+
+#: Right-hand sides up to this count are solved replicated (see :func:`trsm_replicated`).
+REPLICATE_NRHS = 128
+
+
+def replicate(b: DistMatrix, dtype: np.dtype) -> np.ndarray:
+    """The whole of ``b`` on every rank (one all-reduce of ``n x k`` words). Collective."""
+    full = np.zeros(b.shape, dtype=dtype)
+    full[np.ix_(b.global_rows, b.global_cols)] = b.local
+    if b.grid.size > 1 and full.size:
+        _c.allreduce(b.grid.comm, full)
+    return full
+
+
+def local_part(full: np.ndarray, like: DistMatrix) -> DistMatrix:
+    """The DistMatrix with ``like``'s layout whose global matrix is ``full`` (no message)."""
+    local = np.ascontiguousarray(full[np.ix_(like.global_rows, like.global_cols)])
+    return DistMatrix._wrap(local, like.shape, like.block, like.grid)
+
+
+def trsm_replicated(a: DistMatrix, x: np.ndarray, *, lower: bool, trans: str = "N",
+                    unit_diagonal: bool, panel: int | None = None,
+                    idx: Index | None = None) -> np.ndarray:
+    """Solve ``op(a) y = x`` for a right-hand side ``x`` held whole on every rank.
+
+    Collective over the grid; returns ``y`` (the same on every rank) and may overwrite ``x``.
+    For few right-hand sides: instead of moving panels of ``a`` (``n w`` words per step), each
+    rank accumulates ``op(a) y`` for the indices still to solve from its own block of ``a``
+    with one local GEMM per step, and one all-reduce of ``w x (k + w)`` words per step sums
+    the next block's accumulated terms and assembles its diagonal block.  ``trans`` is "N",
+    "T" or "C"; ``op(a)`` is never formed.
+    """
+    n = a.shape[0]
+    nrhs = x.shape[1]
+    if n == 0 or nrhs == 0:
+        return x
+    w = panel or default_panel(n)
+    grid = a.grid
+    if idx is None:
+        idx = Index(a.layout, grid)
+    A = a.local
+    rows, cols = idx.myrows, idx.mycols
+    tr = trans != "N"
+    conj = trans == "C" and A.dtype.kind == "c"
+    forward = lower != tr            # op(a) is lower triangular: solve from the top
+    acc = np.zeros_like(x)
+    steps = list(panels(n, w))
+    if not forward:
+        steps.reverse()
+    code = {"N": 0, "T": 1, "C": 2}[trans]
+    for k, kw in steps:
+        a0, a1 = idx.row_start(k), idx.row_start(k + kw)
+        c0, c1 = idx.col_start(k), idx.col_start(k + kw)
+        buf = np.zeros((kw, nrhs + kw), dtype=x.dtype)
+        buf[:, :nrhs] = acc[k:k + kw]
+        if a1 > a0 and c1 > c0:
+            buf[np.ix_(rows[a0:a1] - k, nrhs + cols[c0:c1] - k)] = A[a0:a1, c0:c1]
+        if grid.size > 1:
+            _c.allreduce(grid.comm, buf)
+        d = buf[:, nrhs:]
+        if not unit_diagonal:
+            zero = np.nonzero(np.diagonal(d) == 0)[0]
+            if zero.size:
+                j = k + int(zero[0])
+                raise SingularMatrixError(f"singular matrix: the diagonal entry ({j}, {j}) of "
+                                          f"the triangular matrix is exactly zero")
+        rhs = x[k:k + kw] - buf[:, :nrhs]
+        y1 = sla.solve_triangular(d, rhs, lower=lower, trans=code, unit_diagonal=unit_diagonal,
+                                  check_finite=False, overwrite_b=True)
+        x[k:k + kw] = y1
+        if not tr:
+            # acc[i] += a[i, block] y1 for my rows i still to solve
+            r0, r1 = (a1, rows.size) if forward else (0, a0)
+            if r1 > r0 and c1 > c0:
+                ys = np.ascontiguousarray(y1[cols[c0:c1] - k])
+                part = acc[rows[r0:r1]] if grid.shape[0] > 1 else acc[r0:r1]
+                gemm_update(part, A[r0:r1, c0:c1], ys, alpha=1.0)
+                if grid.shape[0] > 1:
+                    acc[rows[r0:r1]] = part
+        else:
+            # acc[i] += op(a)[i, block] y1 = a[block, i]^T y1 for my columns i still to solve
+            q0, q1 = (c1, cols.size) if forward else (0, c0)
+            if q1 > q0 and a1 > a0:
+                blk = A[a0:a1, q0:q1]
+                blk = blk.conj() if conj else blk
+                acc[cols[q0:q1]] += blk.T @ y1[rows[a0:a1] - k]
+    return x
