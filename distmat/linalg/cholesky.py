@@ -23,6 +23,7 @@ from . import _checks
 from . import triangular as _tri
 from ._kernels import gemm_update
 from ._panels import Index, default_panel, panel_to_root
+from .lu import lookahead_panel
 from .triangular import local_part, replicate, trsm, trsm_replicated
 
 __all__ = ["CholeskyFactor", "cholesky", "cho_factor", "cho_solve"]
@@ -120,6 +121,10 @@ def potrf(a: DistMatrix, panel: int | None = None) -> None:
     grid = a.grid
     idx = Index(a.layout, grid)
     A = a.local
+    w_ahead = lookahead_panel(a, panel)
+    if w_ahead:
+        _potrf_row_lookahead(a, idx, w_ahead)
+        return
     w = panel or default_panel(n)
     chunk = max(w, 64)
     rows, cols = idx.myrows, idx.mycols
@@ -176,6 +181,74 @@ def potrf(a: DistMatrix, panel: int | None = None) -> None:
     # zero the strict upper triangle
     if rows.size and cols.size:
         A[rows[:, None] < cols[None, :]] = 0
+
+
+def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
+    """Cholesky on a ``1 x P`` grid with look-ahead (internal; see :func:`lookahead_panel`).
+
+    The owner of panel ``s + 1`` updates those columns first, factors them (``potrf`` and
+    the triangular solve below the diagonal block) and starts their broadcast before updating
+    the rest of its trailing matrix.
+    """
+    n = a.shape[0]
+    grid = a.grid
+    A = a.local
+    cols = idx.mycols
+    me = grid.mycol
+    conj = A.dtype.kind == "c"
+    potrf_ = lapack.get_lapack_funcs("potrf", dtype=A.dtype)
+    chunk = max(w, 128)
+    steps = list(panels(n, w))
+
+    def start(k: int, kw: int) -> tuple[np.ndarray, np.ndarray, list]:
+        owner = int(idx.layout.col_owner(k))
+        head = np.zeros(1, dtype=np.int64)
+        pan = np.empty((n - k, kw), dtype=A.dtype)
+        if me == owner:
+            lc0 = idx.col_start(k)
+            l11, info = potrf_(A[k:k + kw, lc0:lc0 + kw], lower=1, clean=1)
+            head[0] = info
+            if info == 0:
+                pan[:kw] = l11
+                if n - k > kw:
+                    a21 = A[k + kw:, lc0:lc0 + kw]
+                    rhs = a21.conj().T if conj else a21.T
+                    y = sla.solve_triangular(l11, rhs, lower=True, check_finite=False)
+                    pan[kw:] = y.conj().T if conj else y.T
+        return head, pan, [_c.ibcast(grid.comm, head, owner), _c.ibcast(grid.comm, pan, owner)]
+
+    def update(k: int, kw: int, pan: np.ndarray, j0: int, j1: int) -> None:
+        """Lower-triangle update of my local columns j0:j1 (all >= k + kw) by panel k."""
+        for c0 in range(j0, j1, chunk):
+            c1 = min(c0 + chunk, j1)
+            g = int(cols[c0])
+            lc = pan[cols[c0:c1] - k]
+            gemm_update(A[g:, c0:c1], pan[g - k:], lc.conj() if conj else lc,
+                        b_transposed=True)
+
+    pending = start(*steps[0])
+    for s, (k, kw) in enumerate(steps):
+        head, pan, reqs = pending
+        _c.waitall(reqs)
+        info = int(head[0])
+        if info > 0:
+            raise np.linalg.LinAlgError(f"the matrix is not positive definite: the leading "
+                                        f"minor of order {k + info} is not positive")
+        lc0, lc1 = idx.col_start(k), idx.col_start(k + kw)
+        if lc1 > lc0:
+            A[k:, lc0:lc1] = pan
+        done = lc1
+        nxt = steps[s + 1] if s + 1 < len(steps) else None
+        if nxt is not None:
+            nk, nkw = nxt
+            if int(idx.layout.col_owner(nk)) == me:
+                ln1 = idx.col_start(nk + nkw)
+                update(k, kw, pan, lc1, ln1)
+                done = ln1
+            pending = start(nk, nkw)
+        update(k, kw, pan, done, cols.size)
+    if cols.size:
+        A[np.arange(n)[:, None] < cols[None, :]] = 0
 
 
 def cho_solve(c_and_lower: CholeskyFactor | tuple[DistMatrix, bool], b: DistMatrix,

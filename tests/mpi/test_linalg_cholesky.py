@@ -195,3 +195,26 @@ def test_solve_triangular_errors(comm):
                                "trans"))
         bad = [b for b in bad if b]
         assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
+
+
+def test_row_grid_lookahead(comm):
+    """1 x P grids with blocks >= 32 (or panels dividing the block) take the look-ahead path."""
+    for shape, grid in subgrids(comm, [(1, 2), (1, 3), (1, 4)]):
+        bad = []
+        if grid is not None:
+            for n, block, panel in [(100, (32, 32), None), (97, (7, 48), 16), (130, (40, 40), None),
+                                    (33, (3, 32), 1)]:
+                a = spd(n, np.float64, n)
+                A = dm.from_global(a, grid=grid, block=block, root=None)
+                for lower in (True, False):
+                    c = dm.linalg.cholesky(A, lower=lower, panel=panel).gather(None)
+                    L = c if lower else c.T
+                    r = scaled_error(inf(a - L @ L.T), inf(a), n=n, dtype=np.float64)
+                    if not (r <= 3.0 and np.array_equal(c, np.tril(c) if lower else np.triu(c))):
+                        bad.append(f"n={n} block={block} panel={panel} lower={lower}: {r:.3g}")
+            a = spd(96, np.float64, 1)
+            a[70, 70] = -1.0
+            A = dm.from_global(a, grid=grid, block=(32, 32), root=None)
+            bad.append(_raises(np.linalg.LinAlgError, partial(dm.linalg.cholesky, A), "order 71"))
+        bad = [b for b in bad if b]
+        assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))

@@ -268,3 +268,32 @@ def test_inverse_det_slogdet(comm):
                     bad.append(f"n={n} {dt.__name__}: inv {r:.3g} slogdet {(sign, logdet)} vs "
                                f"{(s_ref, l_ref)} det {d}")
         assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
+
+
+def test_row_grid_lookahead(comm):
+    """1 x P grids with blocks >= 32 (or panels dividing the block) take the look-ahead path."""
+    from distmat.linalg.lu import lookahead_panel
+
+    for shape, grid in subgrids(comm, [(1, 2), (1, 3), (1, 4)]):
+        bad = []
+        if grid is not None:
+            for n, block, panel in [(100, (32, 32), None), (97, (7, 48), 16), (130, (40, 40), None),
+                                    (33, (3, 32), 1), (70, (64, 64), 8)]:
+                rng = np.random.default_rng(n)
+                a = rng.uniform(-1, 1, (n, n))
+                b = rng.uniform(-1, 1, (n, 2))
+                A = dm.from_global(a, grid=grid, block=block, root=None)
+                if not lookahead_panel(A, panel):
+                    bad.append(f"n={n} block={block} panel={panel}: no look-ahead")
+                f = dm.linalg.lu_factor(A, panel=panel)
+                x = f.solve(dm.from_global(b, grid=grid, root=None)).gather(None)
+                r_fac, r_sol = lu_ratios(a, f.lu.gather(None), f.perm, b, x, np.float64)
+                if not (r_fac <= 1 and r_sol <= 1):
+                    bad.append(f"n={n} block={block} panel={panel}: {r_fac:.3g} {r_sol:.3g}")
+            a = np.random.default_rng(0).standard_normal((96, 96))
+            a[:, 70] = 0.0
+            A = dm.from_global(a, grid=grid, block=(32, 32), root=None)
+            bad.append(_raises(dm.SingularMatrixError, lambda A=A: dm.linalg.lu_factor(A),
+                               "column 70"))
+        bad = [b for b in bad if b]
+        assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
