@@ -297,3 +297,40 @@ def test_row_grid_lookahead(comm):
                                "column 70"))
         bad = [b for b in bad if b]
         assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
+
+
+def test_complex_solves(comm):
+    """complex128: LU with trans 0/1/2, Hermitian Cholesky, mixed refinement (complex64)."""
+    for shape, grid in subgrids(comm, [(1, 1), (2, 2), (1, 3)]):
+        bad = []
+        if grid is not None:
+            rng = np.random.default_rng(5)
+            n = 37
+            a = rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n))
+            b = rng.standard_normal((n, 3)) + 1j * rng.standard_normal((n, 3))
+            A = dm.from_global(a, grid=grid, block=(4, 5), root=None)
+            B = dm.from_global(b, grid=grid, block=(4, 2), root=None)
+            f = dm.linalg.lu_factor(A, panel=6)
+            for tr, op in enumerate((a, a.T, a.conj().T)):
+                with trsm_path(tr != 1):
+                    x = f.solve(B, trans=tr).gather(None)
+                r = scaled_error(inf(op @ x - b), inf(a), inf(x), n=n, dtype=np.complex128)
+                if not r <= 1.0:
+                    bad.append(f"lu trans={tr}: {r:.3g}")
+            h = a @ a.conj().T + n * np.eye(n)
+            H = dm.from_global(h, grid=grid, block=(4, 5), root=None)
+            for lower in (True, False):
+                x = dm.linalg.solve(H, B, assume_a="pos", lower=lower, panel=6).gather(None)
+                r = scaled_error(inf(h @ x - b), inf(h), inf(x), n=n, dtype=np.complex128)
+                if not r <= 3.0:
+                    bad.append(f"cholesky lower={lower}: {r:.3g}")
+            X = dm.linalg.solve(A, B, refine="mixed", panel=6)
+            x = X.gather(None)
+            r = scaled_error(inf(a @ x - b), inf(a), inf(x), n=n, dtype=np.complex128)
+            if not (r <= 1.0 and X.refine_info.converged):
+                bad.append(f"mixed: {r:.3g} {X.refine_info}")
+            s, logd = dm.linalg.slogdet(A)
+            s_ref, l_ref = np.linalg.slogdet(a)
+            if not (abs(s - s_ref) < 1e-10 and abs(logd - l_ref) < 1e-10):
+                bad.append(f"slogdet {(s, logd)} vs {(s_ref, l_ref)}")
+        assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))

@@ -1,0 +1,38 @@
+"""The rank-local in-place GEMM kernel of the dense solvers (no MPI)."""
+
+import numpy as np
+import pytest
+
+from distmat.linalg._kernels import gemm_update
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_gemm_update_strided_views(dt, b_transposed):
+    rng = np.random.default_rng(0)
+    tol = 1e-4 if dt in (np.float32, np.complex64) else 1e-12
+    for m, n, k, r0, c0 in [(37, 31, 5, 13, 9), (1, 1, 1, 0, 0), (50, 3, 17, 0, 40),
+                            (4, 40, 1, 46, 3)]:
+        big = rng.standard_normal((50, 43)).astype(dt)
+        a = rng.standard_normal((m + 7, k + 2)).astype(dt)[3:3 + m, 1:1 + k]  # strided
+        b = rng.standard_normal((k, n)).astype(dt)
+        bb = np.ascontiguousarray(b.T) if b_transposed else b
+        want = big.copy()
+        want[r0:r0 + m, c0:c0 + n] -= a @ b
+        got = big.copy()
+        gemm_update(got[r0:r0 + m, c0:c0 + n], a, bb, b_transposed=b_transposed)
+        assert np.allclose(got, want, rtol=tol, atol=tol)
+        got2 = big.copy()
+        gemm_update(got2[r0:r0 + m, c0:c0 + n], a, bb, b_transposed=b_transposed, alpha=2.0)
+        want2 = big.copy()
+        want2[r0:r0 + m, c0:c0 + n] += 2.0 * (a @ b)
+        assert np.allclose(got2, want2, rtol=tol, atol=tol)
+
+
+def test_gemm_update_empty_and_fallback():
+    c = np.ones((3, 0))
+    gemm_update(c, np.ones((3, 2)), np.ones((2, 0)))
+    c = np.ones((4, 4))[:, ::2]          # non-unit column stride: numpy fallback
+    a, b = np.ones((4, 2)), np.ones((2, 2))
+    gemm_update(c, a, b)
+    assert np.array_equal(c, -np.ones((4, 2)))
