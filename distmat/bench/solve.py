@@ -3,7 +3,7 @@
 Run (``make bench-solve`` runs it on 1 and 2 ranks)::
 
     mpiexec -n 2 python -m mpi4py -m distmat.bench.solve [--n 2048 4096] \\
-        [--kind lu chol mixed mixed-pos] [--block 64] [--panel 128] [--out results/solve.jsonl]
+        [--kind lu chol mixed mixed-pos] [--block 128] [--panel N] [--out results/solve.jsonl]
 
 One row per (n, kind), OSU / HPL style, float64 input, ``nrhs`` right-hand sides (default 1):
 
@@ -47,7 +47,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n", type=int, nargs="+", default=[2048, 4096], help="matrix orders")
     p.add_argument("--kind", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--nrhs", type=int, default=1, help="right-hand sides")
-    p.add_argument("--block", type=int, default=64, help="storage block (square)")
+    p.add_argument("--block", type=int, default=128,
+                   help="storage block (square); on 1 x P grids also the panel width")
     p.add_argument("--panel", type=int, default=None, help="algorithmic panel width")
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)

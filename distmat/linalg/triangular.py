@@ -129,6 +129,8 @@ def trsm(a: DistMatrix, x: DistMatrix, *, lower: bool, unit_diagonal: bool,
 
 #: Right-hand sides up to this count are solved replicated (see :func:`trsm_replicated`).
 REPLICATE_NRHS = 128
+#: Default block width of the replicated solve: each step costs one all-reduce, so wide.
+REPLICATE_PANEL = 256
 
 
 def replicate(b: DistMatrix, dtype: np.dtype) -> np.ndarray:
@@ -162,7 +164,7 @@ def trsm_replicated(a: DistMatrix, x: np.ndarray, *, lower: bool, trans: str = "
     nrhs = x.shape[1]
     if n == 0 or nrhs == 0:
         return x
-    w = panel or default_panel(n)
+    w = panel or REPLICATE_PANEL
     grid = a.grid
     if idx is None:
         idx = Index(a.layout, grid)
