@@ -121,7 +121,7 @@ def potrf(a: DistMatrix, panel: int | None = None) -> None:
     grid = a.grid
     idx = Index(a.layout, grid)
     A = a.local
-    w_ahead = lookahead_panel(a, panel)
+    w_ahead = lookahead_panel(a, panel) if n else None
     if w_ahead:
         _potrf_row_lookahead(a, idx, w_ahead)
         return

@@ -128,6 +128,8 @@ def getrf(a: DistMatrix, panel: int | None = None) -> tuple[np.ndarray, np.ndarr
     n = a.shape[0]
     grid = a.grid
     idx = Index(a.layout, grid)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     w_ahead = lookahead_panel(a, panel)
     if w_ahead:
         return _getrf_row_lookahead(a, idx, w_ahead)
