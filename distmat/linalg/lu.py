@@ -335,6 +335,7 @@ def _getrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> tuple[np.ndarray,
             pan = np.empty((n - k, kw), dtype=A.dtype)
         return head, pan, [_c.ibcast(grid.comm, head, owner), _c.ibcast(grid.comm, pan, owner)]
 
+    owned: list[tuple[int, int, int, int, np.ndarray]] = []
     pending = start(*steps[0])
     for s, (k, kw) in enumerate(steps):
         head, pan, reqs = pending
@@ -350,14 +351,16 @@ def _getrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> tuple[np.ndarray,
             j = int(ip[i])
             if j != i:
                 p_loc[i], p_loc[j] = p_loc[j], p_loc[i]
+        lc0, lc1 = idx.col_start(k), idx.col_start(k + kw)
         moved = np.nonzero(p_loc != np.arange(n - k))[0]
         if moved.size:
-            A[k + moved] = A[k + p_loc[moved]]
+            # columns left of the panel are permuted once at the end
+            A[k + moved, lc0:] = A[k + p_loc[moved], lc0:]
         perm[k:] = perm[k:][p_loc]
         piv[k:k + kw] = k + ip
-        lc0, lc1 = idx.col_start(k), idx.col_start(k + kw)
         if lc1 > lc0:
             A[k:, lc0:lc1] = pan
+            owned.append((k, kw, lc0, lc1, perm.copy()))
         nxt = steps[s + 1] if s + 1 < len(steps) else None
         ntr = cols.size - lc1
         u12 = l21 = None
@@ -377,4 +380,11 @@ def _getrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> tuple[np.ndarray,
             pending = start(nk, nkw)
         if ntr and done < cols.size:
             gemm_update(A[k + kw:, done:], l21, u12[:, done - lc1:])
+    # the row interchanges of later panels, applied once to the L columns of each own panel
+    where = np.empty(n, dtype=np.int64)
+    for k, kw, lc0, lc1, perm_then in owned:
+        if k + kw < n and not np.array_equal(perm_then[k + kw:], perm[k + kw:]):
+            where[perm_then] = np.arange(n, dtype=np.int64)
+            src = where[perm[k + kw:]]
+            A[k + kw:, lc0:lc1] = A[src, lc0:lc1]
     return piv, perm
