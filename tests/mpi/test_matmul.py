@@ -109,7 +109,7 @@ def test_pblas_sweep_all_grids(comm):
         if grid is None:
             continue
         gen = np.random.default_rng(100 + i)
-        for case in _sample(i, 45):
+        for case in _sample(i, 80):
             m, n, k, ta, tb, blocks, alpha, beta, dtype, panel = case
             f = _case(grid, gen, m, n, k, ta, tb, blocks, alpha, beta, dtype, panel)
             if f:
