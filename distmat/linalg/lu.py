@@ -290,15 +290,17 @@ LOOKAHEAD_MIN_BLOCK = 32
 def lookahead_panel(a: DistMatrix, panel: int | None) -> int | None:
     """Panel width of the look-ahead scheme for ``a``, or None when it does not apply.
 
-    It applies on a ``1 x P`` grid (``P > 1``) when every panel lies inside one block
+    It applies on one rank, and on a ``1 x P`` grid when every panel lies inside one block
     column, so the rank owning it holds the whole panel: the default panel is then the
     storage block (if at least :data:`LOOKAHEAD_MIN_BLOCK`), and a given ``panel`` must divide
     the block.
     """
     pr, pc = a.grid.shape
     nb = a.block[1]
-    if pr != 1 or pc == 1:
+    if pr != 1:
         return None
+    if pc == 1:  # one rank holds everything: any panel width
+        return panel or default_panel(a.shape[1])
     if panel is None:
         return nb if nb >= LOOKAHEAD_MIN_BLOCK else None
     return panel if nb % panel == 0 else None
