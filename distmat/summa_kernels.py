@@ -100,8 +100,15 @@ def _width(grid, n: int, width: int) -> int:
     return max(n, 1) if grid.size == 1 else width
 
 
-def _pipeline(steps: list[Step], post: Callable[[Step], tuple], run: Callable[..., None]) -> None:
-    """Post step ``i + 1``'s communication, then finish and compute step ``i``."""
+def _pipeline(steps: list[Step], post: Callable[[Step], tuple], run: Callable[..., None],
+              extra: Callable[[], list] | None = None) -> None:
+    """Post step ``i + 1``'s communication, then finish and compute step ``i``.
+
+    ``run(step, poke, *data)`` gets ``poke``, which drives the in-flight messages (the next
+    panel's broadcasts and whatever ``extra()`` returns): MPI moves a large message only
+    inside MPI calls, so the GEMM is cut into a few chunks with a poke between them and the
+    next panel travels while this one is multiplied.
+    """
     if not steps:
         return
     pending = post(steps[0])
@@ -109,8 +116,21 @@ def _pipeline(steps: list[Step], post: Callable[[Step], tuple], run: Callable[..
         nxt = post(steps[i + 1]) if i + 1 < len(steps) else None
         reqs, data = pending
         _c.waitall(reqs)
-        run(st, *data)
+        flying = list(nxt[0]) if nxt is not None else []
+
+        def poke(flying: list = flying) -> None:
+            for r in flying + (extra() if extra is not None else []):
+                r.test()
+
+        run(st, poke, *data)
         pending = nxt
+
+
+def _chunks(n: int, least: int = 512, most: int = 8) -> list[tuple[int, int]]:
+    """Cut ``range(n)`` into at most ``most`` pieces of at least ``least`` (GEMM stays fast)."""
+    parts = max(1, min(most, n // least))
+    step = -(-n // parts) if n else 0
+    return [(r, min(r + step, n)) for r in range(0, n, step)] if n else [(0, 0)]
 
 
 def _panel_bcast(comm: MPI.Comm, me: int, root: int, local: np.ndarray, idx: slice | np.ndarray,
@@ -147,7 +167,6 @@ def stationary_c(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
     m_r, n_c = C.shape
     wmax = max((s.width for s in steps), default=0)
     bufa, bufb = _Buffers(m_r * wmax, C.dtype), _Buffers(wmax * n_c, C.dtype)
-    Ct = C.T
 
     def post(st: Step) -> tuple:
         pa, ra = _panel_bcast(grid.row_comm, grid.mycol, st.owner1, A, st.local1, 1,
@@ -156,8 +175,12 @@ def stationary_c(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
                               (st.width, n_c), bufb)
         return ra + rb, (pa, pb)
 
-    def run(st: Step, pa: np.ndarray, pb: np.ndarray) -> None:
-        gemm_into(Ct, pb.T, pa.T, alpha, 1.0)
+    chunks = _chunks(m_r)
+
+    def run(st: Step, poke: Callable[[], None], pa: np.ndarray, pb: np.ndarray) -> None:
+        for r0, r1 in chunks:  # rows of C and of the A panel: contiguous pieces
+            gemm_into(C[r0:r1].T, pb.T, pa[r0:r1].T, alpha, 1.0)
+            poke()
 
     _pipeline(steps, post, run)
 
@@ -197,6 +220,10 @@ class _FlatReduce:
         prev, self.pending = self.pending, (reqs, root, idx, recvs, part)
         if prev is not None:
             self._complete(prev)
+
+    def flying(self) -> list:
+        """The requests still in flight (for progress)."""
+        return list(self.pending[0]) if self.pending is not None else []
 
     def finish(self) -> None:
         """Complete the last step."""
@@ -245,19 +272,21 @@ def stationary_b(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
                               (k_r, st.width), bufa)
         return ra, (pa,)
 
-    def run(st: Step, pa: np.ndarray) -> None:
+    chunks = _chunks(k_r)
+
+    def run(st: Step, poke: Callable[[], None], pa: np.ndarray) -> None:
         if n_c == 0:
             return
-        if grid.myrow == st.owner2 and isinstance(st.local2, slice):
-            # my rows of C are contiguous: accumulate my share in place
-            gemm_into(C[st.local2].T, B.T, pa.T, alpha, 1.0, 0, trans)
-            red.push(None, (st.width, n_c), st.owner2, st.local2)
-            return
-        p = part.next((st.width, n_c))
-        gemm_into(p.T, B.T, pa.T, alpha, 0.0, 0, trans)
-        red.push(p, p.shape, st.owner2, st.local2)
+        inplace = grid.myrow == st.owner2 and isinstance(st.local2, slice)
+        # in place when my rows of C are contiguous, else into a panel buffer to be reduced
+        p = C[st.local2] if inplace else part.next((st.width, n_c))
+        for j, (k0, k1) in enumerate(chunks):  # the inner dimension, accumulated
+            gemm_into(p.T, B[k0:k1].T, pa[k0:k1].T, alpha, 1.0 if inplace or j else 0.0, 0,
+                      trans)
+            poke()
+        red.push(None if inplace else p, (st.width, n_c), st.owner2, st.local2)
 
-    _pipeline(steps, post, run)
+    _pipeline(steps, post, run, red.flying)
     red.finish()
 
 
@@ -286,17 +315,21 @@ def stationary_a(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
                               (st.width, k_c), bufb)
         return rb, (pb,)
 
-    def run(st: Step, pb: np.ndarray) -> None:
+    chunks = _chunks(m_r)
+
+    def run(st: Step, poke: Callable[[], None], pb: np.ndarray) -> None:
         if m_r == 0:
             return
         # P (m_r x w) = A op(B_panel)^T, i.e. Fortran P^T = op'(B_panel) A^T with op' = T/C
         sl = st.local2
-        if pc == 1 and isinstance(sl, slice) and sl.start == 0 and sl.stop == C.shape[1]:
-            gemm_into(C.T, pb.T, A.T, alpha, 1.0, 2 if conj else 1, 0)  # all of C: in place
-            return
-        p = part.next((m_r, st.width))
-        gemm_into(p.T, pb.T, A.T, alpha, 0.0, 2 if conj else 1, 0)
-        red.push(p, p.shape, st.owner2, st.local2)
+        whole = pc == 1 and isinstance(sl, slice) and sl.start == 0 and sl.stop == C.shape[1]
+        p = C if whole else part.next((m_r, st.width))  # all of C: accumulate in place
+        for r0, r1 in chunks:  # rows of A and of P: contiguous pieces
+            gemm_into(p[r0:r1].T, pb.T, A[r0:r1].T, alpha, 1.0 if whole else 0.0,
+                      2 if conj else 1, 0)
+            poke()
+        if not whole:
+            red.push(p, p.shape, st.owner2, st.local2)
 
-    _pipeline(steps, post, run)
+    _pipeline(steps, post, run, red.flying)
     red.finish()
