@@ -13,7 +13,7 @@ import ctypes
 
 import numpy as np
 
-__all__ = ["gemm_update"]
+__all__ = ["gemm_update", "trsm_inplace"]
 
 _PTR = ctypes.c_void_p
 _INT = ctypes.POINTER(ctypes.c_int)
@@ -22,28 +22,32 @@ _GEMM_PROTO = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, _INT, _IN
 _CTYPES = {"f": ctypes.c_float, "d": ctypes.c_double,
            "F": ctypes.c_float * 2, "D": ctypes.c_double * 2}
 _PREFIX = {"f": "s", "d": "d", "F": "c", "D": "z"}
+_TRSM_PROTO = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                               ctypes.c_char_p, _INT, _INT, _PTR, _PTR, _INT, _PTR, _INT)
 _gemm: dict[str, object] = {}
 
 
-def _load(char: str) -> object | None:
-    """The ``?gemm`` function of scipy's BLAS for dtype character ``char``, or None."""
-    if char in _gemm:
-        return _gemm[char]
+def _load(char: str, name: str = "gemm") -> object | None:
+    """The ``?gemm`` (or ``?trsm``) of scipy's BLAS for dtype character ``char``, or None."""
+    key = char + name
+    if key in _gemm:
+        return _gemm[key]
     fn = None
     try:
         from scipy.linalg import cython_blas
 
-        capsule = cython_blas.__pyx_capi__[_PREFIX[char] + "gemm"]
+        capsule = cython_blas.__pyx_capi__[_PREFIX[char] + name]
         api = ctypes.pythonapi
         api.PyCapsule_GetName.restype = ctypes.c_char_p
         api.PyCapsule_GetName.argtypes = [ctypes.py_object]
         api.PyCapsule_GetPointer.restype = ctypes.c_void_p
         api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
         ptr = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
-        fn = _GEMM_PROTO(ptr) if ptr else None
+        proto = _GEMM_PROTO if name == "gemm" else _TRSM_PROTO
+        fn = proto(ptr) if ptr else None
     except Exception:  # noqa: BLE001 - any failure means: use numpy
         fn = None
-    _gemm[char] = fn
+    _gemm[key] = fn
     return fn
 
 
@@ -103,3 +107,42 @@ def gemm_update(C: np.ndarray, A: np.ndarray, B: np.ndarray, *, b_transposed: bo
         C -= prod
     else:
         C += alpha * prod
+
+
+def trsm_inplace(B: np.ndarray, T: np.ndarray, *, left: bool, lower: bool, trans: str = "N",
+                 unit_diagonal: bool = False) -> None:
+    """``B <- op(T)^{-1} B`` (``left``) or ``B <- B op(T)^{-1}`` in place, rank-local.
+
+    ``B`` may be a strided view into a larger row-major array; ``T`` is square, only its
+    ``lower`` (or upper) triangle is read; ``trans`` is "N", "T" or "C".  No zero-pivot
+    check: callers check the diagonal first.
+    """
+    m, n = B.shape
+    if m == 0 or n == 0:
+        return
+    dt = B.dtype
+    isz = dt.itemsize
+    fn = _load(dt.char, "trsm") if dt.char in _CTYPES else None
+    ldb, ldt = _ld(B, isz), _ld(T, isz)
+    if fn is not None and T.dtype == dt and ldb is not None and ldt is not None:
+        # Row-major B is column-major B^T: the side and the triangle swap, op stays.
+        i = ctypes.c_int
+        fn(b"R" if left else b"L", b"U" if lower else b"L", trans.encode(),
+           b"U" if unit_diagonal else b"N", ctypes.byref(i(n)), ctypes.byref(i(m)),
+           ctypes.cast(ctypes.pointer(_scalar(dt.char, 1.0)), _PTR),
+           T.ctypes.data_as(_PTR), ctypes.byref(i(ldt)), B.ctypes.data_as(_PTR),
+           ctypes.byref(i(ldb)))
+        return
+    import scipy.linalg as sla
+
+    code = {"N": 0, "T": 1, "C": 2}[trans]
+    if left:
+        B[...] = sla.solve_triangular(T, B, lower=lower, trans=code,
+                                      unit_diagonal=unit_diagonal, check_finite=False)
+    else:  # X op(T) = B  <=>  op(T)^T X^T = B^T
+        tt = {"N": 1, "T": 0, "C": 0}[trans]
+        rhs = B.T.conj() if trans == "C" else B.T
+        tmat = T.conj() if trans == "C" else T
+        x = sla.solve_triangular(tmat, rhs, lower=lower, trans=tt,
+                                 unit_diagonal=unit_diagonal, check_finite=False)
+        B[...] = x.T.conj() if trans == "C" else x.T

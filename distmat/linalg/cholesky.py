@@ -21,7 +21,7 @@ from ..layout import panels
 from ..matrix import DistMatrix
 from . import _checks
 from . import triangular as _tri
-from ._kernels import gemm_update
+from ._kernels import gemm_update, trsm_inplace
 from ._panels import Index, default_panel, panel_to_root
 from .lu import lookahead_panel
 from .triangular import local_part, replicate, trsm, trsm_replicated
@@ -210,11 +210,10 @@ def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
             head[0] = info
             if info == 0:
                 pan[:kw] = l11
-                if n - k > kw:
-                    a21 = A[k + kw:, lc0:lc0 + kw]
-                    rhs = a21.conj().T if conj else a21.T
-                    y = sla.solve_triangular(l11, rhs, lower=True, check_finite=False)
-                    pan[kw:] = y.conj().T if conj else y.T
+                if n - k > kw:   # L21 = A21 L11^{-H}, in place in the panel buffer
+                    pan[kw:] = A[k + kw:, lc0:lc0 + kw]
+                    trsm_inplace(pan[kw:], pan[:kw], left=False, lower=True,
+                                 trans="C" if conj else "T")
         return head, pan, [_c.ibcast(grid.comm, head, owner), _c.ibcast(grid.comm, pan, owner)]
 
     def update(k: int, kw: int, pan: np.ndarray, j0: int, j1: int) -> None:

@@ -30,7 +30,7 @@ from ..layout import panels
 from ..matrix import DistMatrix
 from . import _checks
 from . import triangular as _tri
-from ._kernels import gemm_update
+from ._kernels import gemm_update, trsm_inplace
 from ._panels import Index, default_panel, exchange_rows, panel_to_root
 from .triangular import local_part, replicate, trsm, trsm_replicated
 
@@ -367,10 +367,8 @@ def _getrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> tuple[np.ndarray,
         ntr = cols.size - lc1
         u12 = l21 = None
         if ntr:
-            u12 = sla.solve_triangular(pan[:kw], A[k:k + kw, lc1:], lower=True,
-                                       unit_diagonal=True, check_finite=False)
-            u12 = np.ascontiguousarray(u12)
-            A[k:k + kw, lc1:] = u12
+            u12 = A[k:k + kw, lc1:]          # solved in place: U12 = L11^{-1} A12
+            trsm_inplace(u12, pan[:kw], left=True, lower=True, unit_diagonal=True)
             l21 = pan[kw:]
         done = lc1
         if nxt is not None:

@@ -36,3 +36,28 @@ def test_gemm_update_empty_and_fallback():
     a, b = np.ones((4, 2)), np.ones((2, 2))
     gemm_update(c, a, b)
     assert np.array_equal(c, -np.ones((4, 2)))
+
+
+@pytest.mark.parametrize("dt", [np.float64, np.complex64])
+def test_trsm_inplace_all_forms(dt):
+    from distmat.linalg._kernels import trsm_inplace
+
+    rng = np.random.default_rng(1)
+    tol = 1e-3 if dt == np.complex64 else 1e-10
+    for left in (True, False):
+        for lower in (True, False):
+            for tr in "NTC":
+                for unit in (False, True):
+                    for step in (1, 2):   # step 2: a non-unit stride takes the scipy fallback
+                        t = (rng.standard_normal((6, 6)) + 4 * np.eye(6)).astype(dt)
+                        big = rng.standard_normal((20, 30)).astype(dt)
+                        shape = (6, 9) if left else (9, 6)
+                        b = big[2:2 + shape[0], 3:3 + step * shape[1]:step]
+                        b0 = b.copy()
+                        trsm_inplace(b, t, left=left, lower=lower, trans=tr, unit_diagonal=unit)
+                        tt = np.tril(t) if lower else np.triu(t)
+                        if unit:
+                            np.fill_diagonal(tt, 1)
+                        op = {"N": tt, "T": tt.T, "C": tt.conj().T}[tr]
+                        res = op @ b - b0 if left else b @ op - b0
+                        assert np.abs(res).max() < tol, (left, lower, tr, unit, step)
