@@ -97,81 +97,130 @@ def spmm(S: BlockSparseMatrix, X: DistMatrix, *, method: str = "auto") -> DistMa
         raise ShapeMismatchError(f"S @ X: shapes {S.shape} and {X.shape} do not conform "
                                  f"({S.shape[1]} != {X.shape[0]})")
     check_same_grid(X, _GridHolder(S), "S @ X")
-    grid, bs = S.grid, S.bs
-    pr, pc = grid.shape
-    m, k = S.shape[0], X.shape[1]
+    bs = S.bs
     if method not in ("auto", "rows", "blocks"):
         raise ValueError(f"method must be 'auto', 'rows' or 'blocks', got {method!r}")
     dt = np.result_type(S.dtype, X.dtype)
     with _c.operation("sparse.spmm"):
         if X.block[0] != bs:
             X = X.redistribute(block=(bs, X.block[1]))
-        if method == "auto":
-            method = _choose(S, X, dt)
-        if method == "blocks":
+        key = (X.shape, X.block, dt.str, method)
+        cache = S.__dict__.setdefault("_spmm_plans", {})
+        plan = cache.get(key)
+        if plan is None:
+            chosen = _choose(S, X, dt) if method == "auto" else method
+            plan = _RowsPlan(S, X, dt) if chosen == "rows" else "blocks"
+            cache.clear()  # keep one plan: the structure of S is fixed, X's layout rarely varies
+            cache[key] = plan
+        if plan == "blocks":
             return _spmm_blocks(S, X, dt)
-        kb = X.block[1]
+        return plan.run(S, X)
+
+
+class _RowsPlan:
+    """Communication plan of the ``"rows"`` method for one ``S`` and one layout of ``X``.
+
+    Built once (collective: the requests travel once) and cached on ``S``; each product is then
+    one all-to-all of ``X`` rows, the local kernel and, on grids with several columns, one
+    all-to-all of partial rows along the grid row, all with precomputed counts.
+    """
+
+    def __init__(self, S: BlockSparseMatrix, X: DistMatrix, dt: np.dtype):
+        grid, bs = S.grid, S.bs
+        pr, pc = grid.shape
+        size = grid.size
         lay = X.layout
-        # ---- 2. fetch the needed block rows of X
+        self.dt, self.bs, self.k, self.kb = dt, bs, X.shape[1], X.block[1]
+        self.m = S.shape[0]
         _, bj = S.block_coords()
         need = np.unique(bj)
-        owner_row = need % pr
-        parts = []
-        for rank in range(grid.size):
-            parts.append(need[owner_row == rank // pc].view(np.uint8))
-        reqs = exchange_bytes(grid.comm, parts)
+        # order the fetched rows by source rank so that a one-column grid receives X's rows
+        # already in place
+        src_row = need % pr
+        order = np.argsort(src_row, kind="stable")
+        need = need[order]
+        src_row = src_row[order]
+        where = np.empty(need.size, dtype=np.int64)
+        where[order] = np.arange(need.size)
+        self.need = need
+        self.pos = where[np.searchsorted(np.sort(need), bj)] if bj.size else bj
+        # requests: block rows J go to every rank of process row J % pr
+        reqs = exchange_bytes(grid.comm, [need[src_row == r // pc].view(np.uint8)
+                                          for r in range(size)])
+        self.send_rows = [reqs[r].view(np.int64) // pr for r in range(size)]
+        lr, lc = X.local.shape
+        self.lc = lc
+        self.send_idx = np.concatenate(self.send_rows) if lc else np.empty(0, np.int64)
+        self.sendcounts = np.array([rows.size * bs * lc for rows in self.send_rows],
+                                   dtype=np.int64)
+        self.recv_parts = []  # (rank, positions in need, global columns)
+        recvcounts = np.zeros(size, dtype=np.int64)
+        for rank in range(size):
+            r, c = divmod(rank, pc)
+            cols = lay.cols(c)
+            p = np.flatnonzero(src_row == r)
+            recvcounts[rank] = p.size * bs * cols.size
+            if p.size and cols.size:
+                self.recv_parts.append((rank, p, cols))
+        self.recvcounts = recvcounts
+        self.direct = pc == 1  # the receive buffer is Xn itself
+        # reduction of partial rows along the grid row (only for pc > 1)
+        self.nz_rows = np.flatnonzero(np.diff(S.indptr))
+        self.myrows = numroc(self.m, bs, grid.myrow, pr)
+        self.nlbr = nblocks(self.myrows, bs)
+        self.mycols = numroc(self.k, self.kb, grid.mycol, pc)
+        if pc > 1:
+            self.col_sets = [lay.cols(c) for c in range(pc)]
+            got = exchange_bytes(grid.row_comm, [self.nz_rows.astype(np.int64).view(np.uint8)
+                                                 if cols.size else np.empty(0, np.uint8)
+                                                 for cols in self.col_sets])
+            self.in_rows = [g.view(np.int64) for g in got]
+            self.red_send = np.array([self.nz_rows.size * bs * cols.size
+                                      for cols in self.col_sets], dtype=np.int64)
+            self.red_recv = np.array([rows.size * bs * self.mycols for rows in self.in_rows],
+                                     dtype=np.int64)
+
+    def run(self, S: BlockSparseMatrix, X: DistMatrix) -> DistMatrix:
+        grid, bs, dt = S.grid, self.bs, self.dt
         lr, lc = X.local.shape
         nlbx = nblocks(lr, bs)
         Xp = X.local
         if lr != nlbx * bs:
             Xp = np.zeros((nlbx * bs, lc), dtype=X.dtype)
             Xp[:lr] = X.local
-        Xb = Xp.reshape(nlbx, bs, lc)
-        resp = []
-        for rank in range(grid.size):
-            J = reqs[rank].view(np.int64)
-            resp.append(np.ascontiguousarray(Xb[J // pr], dtype=dt).reshape(-1).view(np.uint8)
-                        if J.size and lc else np.empty(0, np.uint8))
-        rows_in = exchange_bytes(grid.comm, resp)
-        Xn = np.zeros((need.size, bs, k), dtype=dt)
-        ar = np.arange(bs)[None, :, None]
-        for rank in range(grid.size):
-            r, c = divmod(rank, pc)
-            cols = lay.cols(c)
-            got = rows_in[rank]
-            if got.size == 0 or cols.size == 0:
-                continue
-            p = np.flatnonzero(owner_row == r)
-            Xn[p[:, None, None], ar, cols[None, None, :]] = \
-                got.view(dt).reshape(p.size, bs, cols.size)
-        # ---- 3. local kernel
-        pos = np.searchsorted(need, bj)
-        Y = local_product(S.indptr, pos, S.data, Xn)
-        # ---- 4. sum partial rows on C's owners along the grid row
-        nz_rows = np.flatnonzero(np.diff(S.indptr))
-        sends = []
-        for c in range(pc):
-            cols = lay.cols(c)
-            if nz_rows.size == 0 or cols.size == 0:
-                sends.append(np.empty(0, np.uint8))
-                continue
-            vals = np.ascontiguousarray(Y[nz_rows][:, :, cols])
-            sends.append(np.concatenate([nz_rows.astype(np.int64).view(np.uint8),
-                                         vals.reshape(-1).view(np.uint8)]))
-        parts_in = exchange_bytes(grid.row_comm, sends)
-        myrows = numroc(m, bs, grid.myrow, pr)
-        nlbr = nblocks(myrows, bs)
-        mycols = numroc(k, kb, grid.mycol, pc)
-        Cb = np.zeros((nlbr, bs, mycols), dtype=dt)
-        rec = 8 + bs * mycols * dt.itemsize
-        for got in parts_in:
-            if got.size == 0 or mycols == 0:
-                continue
-            nr = got.size // rec
-            li = got[:8 * nr].view(np.int64)
-            Cb[li] += got[8 * nr:].view(dt).reshape(nr, bs, mycols)
-    local = np.ascontiguousarray(Cb.reshape(nlbr * bs, mycols)[:myrows])
-    return DistMatrix._wrap(local, (m, k), (bs, kb), grid)
+        sendbuf = np.ascontiguousarray(Xp.reshape(nlbx, bs, lc)[self.send_idx], dtype=dt) \
+            if self.send_idx.size else np.empty(0, dt)
+        k = self.k
+        recvbuf = np.empty(int(self.recvcounts.sum()), dtype=dt)
+        _c.alltoallv(grid.comm, sendbuf.reshape(-1), self.sendcounts, recvbuf,
+                     self.recvcounts)
+        if self.direct:
+            Xn = recvbuf.reshape(self.need.size, bs, k)
+        else:
+            Xn = np.zeros((self.need.size, bs, k), dtype=dt)
+            off = np.zeros(grid.size + 1, dtype=np.int64)
+            np.cumsum(self.recvcounts, out=off[1:])
+            ar = np.arange(bs)[None, :, None]
+            for rank, p, cols in self.recv_parts:
+                Xn[p[:, None, None], ar, cols[None, None, :]] = \
+                    recvbuf[off[rank]:off[rank + 1]].reshape(p.size, bs, cols.size)
+        Y = local_product(S.indptr, self.pos, S.data, Xn)
+        if grid.shape[1] == 1:
+            Cb = Y
+        else:
+            Ynz = Y[self.nz_rows]
+            sendbuf = np.concatenate([Ynz[:, :, cols].reshape(-1) for cols in self.col_sets])
+            recvbuf = np.empty(int(self.red_recv.sum()), dtype=dt)
+            _c.alltoallv(grid.row_comm, sendbuf, self.red_send, recvbuf, self.red_recv)
+            Cb = np.zeros((self.nlbr, bs, self.mycols), dtype=dt)
+            off = 0
+            for rows in self.in_rows:
+                cnt = rows.size * bs * self.mycols
+                if cnt:
+                    Cb[rows] += recvbuf[off:off + cnt].reshape(rows.size, bs, self.mycols)
+                off += cnt
+        local = np.ascontiguousarray(Cb.reshape(self.nlbr * bs, Cb.shape[2])[:self.myrows])
+        return DistMatrix._wrap(local, (self.m, k), (bs, self.kb), grid)
 
 
 def _choose(S: BlockSparseMatrix, X: DistMatrix, dt: np.dtype) -> str:

@@ -1,11 +1,16 @@
 """Krylov solvers ``cg``, ``gmres`` (restarted) and ``bicgstab`` with scipy's conventions.
 
 ``A`` is a :class:`~distmat.sparse.BlockSparseMatrix` (or a dense DistMatrix, converted to
-block-sparse storage once), ``b`` an ``n x 1`` DistMatrix.  Internally every vector is an
-``n x 1`` DistMatrix with block ``(bs, 1)``: it lives on process column 0 (other ranks hold
-empty pieces), vector updates are local numpy, and each inner product is a local ``vdot``
-plus one all-reduce over the grid.  Every convergence and breakdown decision is taken from
-globally reduced numbers, so all ranks leave the loop together.
+block-sparse storage once), ``b`` an ``n x 1`` DistMatrix.  Internally the operator is moved
+once to contiguous row slabs over all ranks (:mod:`.rowop`): every vector is a numpy array of
+this rank's rows, a product is one halo all-to-all plus a local scipy kernel, vector updates
+are local numpy and each inner product is a local ``vdot`` plus one all-reduce.  ``x`` comes
+back with ``b``'s layout.  Every convergence and breakdown decision is taken from globally
+reduced numbers, so all ranks leave the loop together.
+
+Preconditioners: :func:`block_jacobi` / :func:`jacobi` objects and matrices are moved to the
+slabs once (no message per application); any other callable is called as ``M(r)`` with ``r``
+an ``n x 1`` DistMatrix in ``b``'s layout (two redistributions per application).
 
 The iterations follow ``scipy.sparse.linalg`` (same recurrences, same stopping test
 ``||b - A x|| <= max(rtol * ||b||, atol)``), so iteration counts agree with scipy's for the
@@ -34,13 +39,18 @@ from ...errors import GridMismatchError, ShapeMismatchError
 from ...matrix import DistMatrix
 from ..bsr import BlockSparseMatrix
 from ..convert import from_dense
-from ..spmm import spmm
+from .precond import BlockJacobi
+from .rowop import RowLayout, RowOperator
 
 __all__ = ["cg", "gmres", "bicgstab"]
 
 
 class _System:
-    """The operator, right-hand side and reduced inner products of one solve."""
+    """The operator, right-hand side, preconditioner and reduced inner products of one solve.
+
+    Vectors are numpy arrays of this rank's row slab (see :mod:`.rowop`).  Collective to
+    build; :meth:`finish` frees the internal grid.
+    """
 
     def __init__(self, A: Any, b: Any, x0: Any, M: Any, name: str):
         if isinstance(A, DistMatrix):
@@ -66,72 +76,88 @@ class _System:
             if x0.shape != (n, 1):
                 raise ShapeMismatchError(f"{name}: x0 must have shape ({n}, 1), got "
                                          f"{x0.shape}")
-        self.A, self.grid, self.n, self.bs = A, A.grid, n, A.bs
-        self.out_block = b.block
-        self.dtype = np.result_type(A.dtype, b.dtype, np.float32)
-        if b.block != (A.bs, 1):
-            b = b.redistribute(block=(A.bs, 1))
+        if M is not None and not callable(M) and \
+                not isinstance(M, (BlockSparseMatrix, DistMatrix)):
+            raise TypeError(f"{name}: M must be None, a matrix or a callable M(r) -> z")
+        if isinstance(M, (BlockSparseMatrix, DistMatrix)) and M.shape != (n, n):
+            raise ShapeMismatchError(f"{name}: M must have shape {(n, n)}, got {M.shape}")
         bad = np.array([0 if np.all(np.isfinite(b.local)) else 1], dtype=np.int64)
-        _c.allreduce(self.grid.comm, bad)
+        _c.allreduce(A.grid.comm, bad)
         if bad[0]:
             raise ValueError(f"{name}: the right-hand side b contains NaN or inf")
-        self.b = b.astype(self.dtype)
+        self.name = name
+        self.A, self.grid, self.n, self.bs = A, A.grid, n, A.bs
+        self.b_block, self.b_grid = b.block, b.grid
+        self.dtype = np.result_type(A.dtype, b.dtype, np.float32)
+        self.lay = RowLayout(A.grid, n, A.bs)
+        self.op = RowOperator(A, self.lay, self.dtype)
+        self.b = self.lay.from_dist(b).astype(self.dtype)
         if x0 is None:
-            self.x = DistMatrix._wrap(np.zeros_like(self.b.local), b.shape, b.block, b.grid)
+            self.x = np.zeros_like(self.b)
             self.x_is_zero = True
         else:
-            x = x0 if x0.block == (A.bs, 1) else x0.redistribute(block=(A.bs, 1))
-            self.x = x.astype(self.dtype)
-            flag = np.array([1 if np.any(self.x.local) else 0], dtype=np.int64)
+            self.x = self.lay.from_dist(x0).astype(self.dtype)
+            flag = np.array([1 if np.any(self.x) else 0], dtype=np.int64)
             _c.allreduce(self.grid.comm, flag)
             self.x_is_zero = not flag[0]
-        self.psolve = self._make_psolve(M, name)
+        self.psolve = self._make_psolve(M)
 
-    def _make_psolve(self, M: Any, name: str) -> Callable[[DistMatrix], DistMatrix]:
+    def _make_psolve(self, M: Any) -> Callable[[np.ndarray], np.ndarray]:
+        bs = self.bs
         if M is None:
             return lambda r: r.copy()
+        if isinstance(M, BlockJacobi) and M.n == self.n and M.bs == bs:
+            blocks = M.slab(self.lay).astype(self.dtype, copy=False)
+            nown = blocks.shape[0]
+            return lambda r: np.matmul(blocks, r.reshape(nown, bs, 1)).reshape(-1)
         if isinstance(M, (BlockSparseMatrix, DistMatrix)):
-            if M.shape != (self.n, self.n):
-                raise ShapeMismatchError(f"{name}: M must have shape {(self.n, self.n)}, got "
-                                         f"{M.shape}")
-            Mop = from_dense(M) if isinstance(M, DistMatrix) else M
-            return lambda r: spmm(Mop, r)
-        if not callable(M):
-            raise TypeError(f"{name}: M must be None, a matrix or a callable M(r) -> z")
+            Mop = from_dense(M, blocksize=bs) if isinstance(M, DistMatrix) else M
+            if Mop.bs != bs:
+                Mop = from_dense(Mop.todense(), blocksize=bs)
+            mop = RowOperator(Mop, self.lay, self.dtype)
+            return mop.matvec
 
-        def apply(r: DistMatrix) -> DistMatrix:
-            z = M(r)
-            if not isinstance(z, DistMatrix) or z.shape != r.shape:
-                raise ValueError(f"{name}: M(r) must return a DistMatrix of shape {r.shape}, "
-                                 f"got {z!r}")
-            if z.block != r.block:
-                z = z.redistribute(block=r.block)
-            return z.astype(self.dtype) if z.dtype != self.dtype else z
+        def apply(r: np.ndarray) -> np.ndarray:
+            rd = self.lay.to_dist(r, self.b_block, self.b_grid)
+            z = M(rd)
+            if not isinstance(z, DistMatrix) or z.shape != rd.shape:
+                raise ValueError(f"{self.name}: M(r) must return a DistMatrix of shape "
+                                 f"{rd.shape}, got {z!r}")
+            return self.lay.from_dist(z).astype(self.dtype, copy=False)
 
         return apply
 
-    def matvec(self, v: DistMatrix) -> DistMatrix:
-        return spmm(self.A, v)
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        return self.op.matvec(v)
 
-    def dot(self, u: DistMatrix, v: DistMatrix) -> complex | float:
+    def dot(self, u: np.ndarray, v: np.ndarray) -> complex | float:
         """``u^H v`` over the grid (one all-reduce)."""
-        buf = np.array([np.vdot(u.local, v.local)], dtype=self.dtype)
+        buf = np.array([np.vdot(u, v)], dtype=self.dtype)
         _c.allreduce(self.grid.comm, buf)
         return buf[0]
 
-    def norm(self, u: DistMatrix) -> float:
-        buf = np.array([np.vdot(u.local, u.local).real])
+    def norm(self, u: np.ndarray) -> float:
+        buf = np.array([np.vdot(u, u).real])
         _c.allreduce(self.grid.comm, buf)
         return float(np.sqrt(buf[0]))
 
-    def result(self, x: DistMatrix) -> DistMatrix:
-        return x if x.block == self.out_block else x.redistribute(block=self.out_block)
+    def dist(self, x: np.ndarray) -> DistMatrix:
+        """``x`` as an ``n x 1`` DistMatrix with ``b``'s layout (collective)."""
+        return self.lay.to_dist(x, self.b_block, self.b_grid)
+
+    def result(self, x: np.ndarray, info: int) -> tuple[DistMatrix, int]:
+        out = self.dist(x)
+        self.lay.free()
+        return out, info
 
 
-def _tolerance(name: str, bnrm2: float, atol: float, rtol: float) -> float:
+def _check_tols(name: str, atol: float, rtol: float) -> None:
     for v, what in ((atol, "atol"), (rtol, "rtol")):
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"{name}: {what} must be a finite number >= 0, got {v!r}")
+
+
+def _tolerance(name: str, bnrm2: float, atol: float, rtol: float) -> float:
     return max(float(atol), float(rtol) * bnrm2)
 
 
@@ -165,39 +191,40 @@ def cg(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-
     info : int
         0 converged, ``maxiter`` if not converged, -10 on breakdown (see module notes).
     """
+    _check_tols("cg", atol, rtol)
     s = _System(A, b, x0, M, "cg")
     x, b = s.x, s.b
     bnrm2 = s.norm(b)
     tol = _tolerance("cg", bnrm2, atol, rtol)
     if bnrm2 == 0:
-        return s.result(b.copy()), 0
+        return s.result(b.copy(), 0)
     maxiter = 10 * s.n if maxiter is None else int(maxiter)
     r = b - s.matvec(x) if not s.x_is_zero else b.copy()
     rho_prev = 1.0
     p = None
     for it in range(maxiter):
         if s.norm(r) < tol:
-            return s.result(x), 0
+            return s.result(x, 0)
         z = s.psolve(r)
         rho = s.dot(r, z)
         if not np.isfinite(rho):
-            return s.result(x), -10
+            return s.result(x, -10)
         if it > 0:
-            p.local *= rho / rho_prev
-            p.local += z.local
+            p *= rho / rho_prev
+            p += z
         else:
             p = z.copy()
         q = s.matvec(p)
         pq = s.dot(p, q)
         if not np.isfinite(pq) or pq.real <= 0:
-            return s.result(x), -10
+            return s.result(x, -10)
         alpha = rho / pq
-        x.local += alpha * p.local
-        r.local -= alpha * q.local
+        x += alpha * p
+        r -= alpha * q
         rho_prev = rho
         if callback is not None:
-            callback(x)
-    return s.result(x), maxiter
+            callback(s.dist(x))
+    return s.result(x, maxiter)
 
 
 def bicgstab(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-5,
@@ -208,12 +235,13 @@ def bicgstab(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float
     Parameters and return values as for :func:`cg`; ``info`` is -10 (rho breakdown), -11
     (omega breakdown) or -12 (non-finite values) on breakdown.
     """
+    _check_tols("bicgstab", atol, rtol)
     s = _System(A, b, x0, M, "bicgstab")
     x, b = s.x, s.b
     bnrm2 = s.norm(b)
     tol = _tolerance("bicgstab", bnrm2, atol, rtol)
     if bnrm2 == 0:
-        return s.result(b.copy()), 0
+        return s.result(b.copy(), 0)
     maxiter = 10 * s.n if maxiter is None else int(maxiter)
     rhotol = float(np.finfo(s.dtype).eps) ** 2
     omegatol = rhotol
@@ -223,46 +251,46 @@ def bicgstab(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float
     p = v = None
     for it in range(maxiter):
         if s.norm(r) < tol:
-            return s.result(x), 0
+            return s.result(x, 0)
         rho = s.dot(rtilde, r)
         if not np.isfinite(rho):
-            return s.result(x), -12
+            return s.result(x, -12)
         if abs(rho) < rhotol:
-            return s.result(x), -10
+            return s.result(x, -10)
         if it > 0:
             if abs(omega) < omegatol:
-                return s.result(x), -11
+                return s.result(x, -11)
             beta = (rho / rho_prev) * (alpha / omega)
-            p.local -= omega * v.local
-            p.local *= beta
-            p.local += r.local
+            p -= omega * v
+            p *= beta
+            p += r
         else:
             p = r.copy()
         phat = s.psolve(p)
         v = s.matvec(phat)
         rv = s.dot(rtilde, v)
         if rv == 0:
-            return s.result(x), -11
+            return s.result(x, -11)
         if not np.isfinite(rv):
-            return s.result(x), -12
+            return s.result(x, -12)
         alpha = rho / rv
-        r.local -= alpha * v.local
+        r -= alpha * v
         if s.norm(r) < tol:
-            x.local += alpha * phat.local
-            return s.result(x), 0
+            x += alpha * phat
+            return s.result(x, 0)
         shat = s.psolve(r)
         t = s.matvec(shat)
         tt = s.dot(t, t)
         if tt == 0 or not np.isfinite(tt):
-            return s.result(x), -11 if tt == 0 else -12
+            return s.result(x, -11 if tt == 0 else -12)
         omega = s.dot(t, r) / tt
-        x.local += alpha * phat.local
-        x.local += omega * shat.local
-        r.local -= omega * t.local
+        x += alpha * phat
+        x += omega * shat
+        r -= omega * t
         rho_prev = rho
         if callback is not None:
-            callback(x)
-    return s.result(x), maxiter
+            callback(s.dist(x))
+    return s.result(x, maxiter)
 
 
 def gmres(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-5,
@@ -302,54 +330,53 @@ def gmres(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 
     if callback_type not in ("pr_norm", "x", "legacy"):
         raise ValueError(f"gmres: callback_type must be 'pr_norm' or 'x', got "
                          f"{callback_type!r}")
+    _check_tols("gmres", atol, rtol)
+    restart = 20 if restart is None else restart
+    if isinstance(restart, bool) or not isinstance(restart, (int, np.integer)) or restart < 1:
+        raise ValueError(f"gmres: restart must be a positive integer, got {restart!r}")
     s = _System(A, b, x0, M, "gmres")
     x, b = s.x, s.b
     n = s.n
     bnrm2 = s.norm(b)
     tol = _tolerance("gmres", bnrm2, atol, rtol)
     if bnrm2 == 0:
-        return s.result(b.copy()), 0
+        return s.result(b.copy(), 0)
     dt = s.dtype
     eps = float(np.finfo(dt).eps)
     maxiter = 10 * n if maxiter is None else int(maxiter)
-    restart = min(20 if restart is None else int(restart), n)
-    if restart < 1:
-        raise ValueError(f"gmres: restart must be a positive integer, got {restart}")
+    restart = min(int(restart), n)
     Mb_nrm2 = s.norm(s.psolve(b))
     ptol_max_factor = 1.0
     ptol = Mb_nrm2 * min(ptol_max_factor, tol / bnrm2)
     presid = 0.0
     lartg = get_lapack_funcs("lartg", dtype=dt)
-    nloc = x.local.size
+    nloc = x.size
     V = np.empty((restart + 1, nloc), dtype=dt)
     h = np.zeros((restart, restart + 1), dtype=dt)
     givens = np.zeros((restart, 2), dtype=dt)
     rnorm = np.inf
 
-    def vec(a: np.ndarray) -> DistMatrix:
-        return DistMatrix._wrap(a.reshape(x.local.shape), x.shape, x.block, x.grid)
-
     r = b - s.matvec(x) if not s.x_is_zero else b.copy()
     if s.norm(r) < tol:
-        return s.result(x), 0
+        return s.result(x, 0)
     for _ in range(maxiter):
         z = s.psolve(r)
         beta = s.norm(z)
         if not np.isfinite(beta):
-            return s.result(x), -10
-        V[0] = z.local.reshape(-1) / beta if beta else 0.0
+            return s.result(x, -10)
+        V[0] = z.reshape(-1) / beta if beta else 0.0
         S = np.zeros(restart + 1, dtype=dt)
         S[0] = beta
         breakdown = False
         col = 0
         for col in range(restart):
-            w = s.psolve(s.matvec(vec(V[col]))).local.reshape(-1).copy()
-            h0 = s.norm(vec(w))
+            w = np.array(s.psolve(s.matvec(V[col])), dtype=dt)
+            h0 = s.norm(w)
             for k in range(col + 1):
-                tmp = s.dot(vec(V[k]), vec(w))
+                tmp = s.dot(V[k], w)
                 h[col, k] = tmp
                 w -= tmp * V[k]
-            h1 = s.norm(vec(w))
+            h1 = s.norm(w)
             h[col, col + 1] = h1
             V[col + 1] = w
             if h1 <= eps * h0:
@@ -370,7 +397,7 @@ def gmres(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 
             if callback is not None and callback_type in ("pr_norm", "legacy"):
                 callback(presid / bnrm2)
             if not np.isfinite(presid):
-                return s.result(x), -10
+                return s.result(x, -10)
             if presid <= ptol or breakdown:
                 break
         if h[col, col] == 0:
@@ -382,13 +409,13 @@ def gmres(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 
                 y[:k] -= y[k] * h[k, :k]
         if y[0] != 0:
             y[0] /= h[0, 0]
-        x.local += (y @ V[:col + 1]).reshape(x.local.shape)
+        x += y @ V[:col + 1]
         r = b - s.matvec(x)
         rnorm = s.norm(r)
         if callback is not None and callback_type == "x":
-            callback(x)
+            callback(s.dist(x))
         if not np.isfinite(rnorm):
-            return s.result(x), -10
+            return s.result(x, -10)
         if rnorm <= tol or breakdown:
             break
         if presid <= ptol:
@@ -396,4 +423,4 @@ def gmres(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 
         else:
             ptol_max_factor = min(1.0, 1.5 * ptol_max_factor)
         ptol = presid * min(ptol_max_factor, tol / rnorm)
-    return s.result(x), 0 if rnorm <= tol else maxiter
+    return s.result(x, 0 if rnorm <= tol else maxiter)

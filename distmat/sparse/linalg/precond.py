@@ -7,6 +7,8 @@ block ``bs``, so applying them is a local batched product with no message.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ... import comm as _c
@@ -62,6 +64,7 @@ class BlockJacobi:
                                                   f"{int(I_[t])} is singular") from None
                 inv[t][pad, :] = 0
                 inv[t][:, pad] = 0
+        self._I, self._inv = I_, inv
         nstored = np.array([I_.size], dtype=np.int64)
         _c.allreduce(grid.comm, nstored)
         if int(nstored[0]) != nblocks(n, bs):
@@ -85,6 +88,17 @@ class BlockJacobi:
             return self._apply(r.redistribute(block=(self.bs, r.block[1]))).redistribute(
                 block=r.block)
         return self._apply(r)
+
+    def slab(self, lay: Any) -> np.ndarray:
+        """The inverses for the row slabs of a solver's :class:`~.rowop.RowLayout`
+        (``(nown, bs, bs)``; collective, once per solve)."""
+        with _c.operation("sparse.solver_setup"):
+            gi, _, gd = route_blocks(self.grid.comm, lay.owner(self._I), self._I, self._I,
+                                     self._inv, self.bs, self._inv.dtype)
+        out = np.zeros((lay.hi - lay.lo, self.bs, self.bs), dtype=self._inv.dtype)
+        if gi.size:
+            out[gi - lay.lo] = gd
+        return out
 
     def _apply(self, r: DistMatrix) -> DistMatrix:
         lr, lc = r.local.shape
