@@ -109,7 +109,7 @@ def test_pblas_sweep_all_grids(comm):
         if grid is None:
             continue
         gen = np.random.default_rng(100 + i)
-        for case in _sample(i, 80):
+        for case in _sample(i, 64):
             m, n, k, ta, tb, blocks, alpha, beta, dtype, panel = case
             f = _case(grid, gen, m, n, k, ta, tb, blocks, alpha, beta, dtype, panel)
             if f:
@@ -330,5 +330,27 @@ def test_verify_passes_good_products_and_catches_bad_ones(comm):
         with pytest.raises(dm.VerificationError):
             check.verify(D)
         assert isinstance(dm.VerificationError("x"), ArithmeticError)
+    finally:
+        grid.free()
+
+
+def test_tall_operands_use_the_chunked_gemm(comm):
+    """Local dimensions over 1024 cut each panel GEMM into chunks (with progress between)."""
+    grid = dm.ProcessGrid(comm)
+    try:
+        pr = grid.shape[0]
+        gen = np.random.default_rng(12)
+        bad = []
+        big = 1030 * pr
+        for m, n, k, ta, tb, dtype in [(big, 7, 9, "N", "N", np.float64),
+                                       (5, 6, big, "T", "N", np.float32),
+                                       (6, 5, big, "C", "N", np.complex128),
+                                       (big, 6, 8, "N", "T", np.float64),
+                                       (big, 4, 5, "N", "C", np.complex64)]:
+            f = _case(grid, gen, m, n, k, ta, tb, [(64, 4), (4, 4), (64, 4)], 2.0, 3.0, dtype,
+                      panel=4)
+            if f:
+                bad.append(f)
+        assert_all(comm, not bad, "; ".join(bad[:4]))
     finally:
         grid.free()
