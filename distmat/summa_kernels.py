@@ -1,8 +1,11 @@
 """The SUMMA kernels on local arrays (layer 3 internals of :func:`distmat.matmul`).
 
-Three variants, each a loop over panels with one broadcast per panel (posted one step ahead,
-double-buffered, so it travels while the previous panel's GEMM runs) and one local BLAS GEMM
-that accumulates in place:
+Three variants, each a loop over panels with one broadcast per panel and side (posted one step
+ahead into double buffers) and one local BLAS GEMM that accumulates in place.  MPI moves a
+large message only inside MPI calls, so each GEMM is cut into a few chunks of at least 512
+rows with a ``Request.test`` of the in-flight messages between them: the next panel travels
+while this one is multiplied.  The owner copies its panel out of its local array (columns of
+a C-ordered array are strided); receivers get it straight into their contiguous buffer.
 
 - :func:`stationary_c` for ``C += alpha A B``: loop over the inner dimension; the A column
   panel is broadcast along grid rows (``A1_mc_star``), the B row panel down grid columns
