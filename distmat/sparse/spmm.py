@@ -7,9 +7,9 @@ Algorithm (collective over the grid), read as "fetch, local kernel, reduce":
    the owners of ``X``'s block row ``J`` (process row ``J % pr``, every process column)
    for their column slice of it: one all-to-all of the requests, one of the rows.  Block
    columns without stored blocks are never fetched, so traffic follows the sparsity.
-3. The local kernel multiplies the local blocks with the fetched rows (batched BLAS on
-   ``(nnzb, bs, bs)`` blocks and a segmented sum over block rows, or scipy's BSR kernel for
-   small blocks) giving partial rows of ``C`` for the local block rows.
+3. The local kernel multiplies the local blocks with the fetched rows (one BLAS GEMM per
+   block row over its concatenated blocks, or scipy's BSR kernel for small blocks) giving
+   partial rows of ``C`` for the local block rows.
 4. The partial rows are summed, along the grid row, on the owners of ``C``'s blocks (one
    all-to-all over the row communicator; only non-empty block rows travel).
 
@@ -30,15 +30,15 @@ from .bsr import BlockSparseMatrix, nblocks
 
 __all__ = ["spmm", "local_product"]
 
-#: Blocks per chunk of the batched kernel (bounds the temporary to ~chunk * bs * k entries).
-_CHUNK_ENTRIES = 1 << 21
-
-
 def local_product(indptr: np.ndarray, pos: np.ndarray, data: np.ndarray, Xn: np.ndarray
                   ) -> np.ndarray:
     """``Y[li] = sum_t data[t] @ Xn[pos[t]]`` over the blocks ``t`` of local block row ``li``.
 
     ``data`` is ``(nnzb, bs, bs)``, ``Xn`` is ``(nJ, bs, k)``; returns ``(nlbr, bs, k)``.
+    Blocks of 16 or more: one BLAS GEMM per non-empty block row, ``[A_IJ1 .. A_IJr]`` (``bs x
+    r bs``) times the stacked rows ``[X_J1; ..; X_Jr]`` (a loop over block rows, not
+    elements).  Smaller blocks: scipy's compiled BSR kernel (many tiny blocks would make the
+    loop the bottleneck).
     """
     nlbr = indptr.size - 1
     nnzb, bs, k = data.shape[0], Xn.shape[1], Xn.shape[2]
@@ -46,18 +46,19 @@ def local_product(indptr: np.ndarray, pos: np.ndarray, data: np.ndarray, Xn: np.
     Y = np.zeros((nlbr, bs, k), dtype=dt)
     if nnzb == 0 or k == 0:
         return Y
-    if bs < 16 or k < 4:
+    if bs < 16:
         L = sp.bsr_array((data.astype(dt, copy=False), pos, indptr),
                          shape=(nlbr * bs, Xn.shape[0] * bs))
         return np.asarray(L @ Xn.reshape(-1, k).astype(dt, copy=False)).reshape(nlbr, bs, k)
-    rows = np.repeat(np.arange(nlbr, dtype=np.int64), np.diff(indptr))
-    step = max(1, _CHUNK_ENTRIES // (bs * k))
-    for t0 in range(0, nnzb, step):
-        t1 = min(nnzb, t0 + step)
-        prod = np.matmul(data[t0:t1], Xn[pos[t0:t1]])
-        r = rows[t0:t1]
-        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-        Y[r[starts]] += np.add.reduceat(prod, starts, axis=0)
+    Xn = Xn.astype(dt, copy=False)
+    data = data.astype(dt, copy=False)
+    for i in np.flatnonzero(np.diff(indptr)):
+        s, e = indptr[i], indptr[i + 1]
+        if e - s == 1:
+            np.matmul(data[s], Xn[pos[s]], out=Y[i])
+        else:
+            A = data[s:e].transpose(1, 0, 2).reshape(bs, (e - s) * bs)
+            np.matmul(A, Xn[pos[s:e]].reshape((e - s) * bs, k), out=Y[i])
     return Y
 
 

@@ -136,6 +136,12 @@ class _System:
         _c.allreduce(self.grid.comm, buf)
         return buf[0]
 
+    def dots(self, *pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """Several inner products ``u^H v`` in one all-reduce."""
+        buf = np.array([np.vdot(u, v) for u, v in pairs], dtype=self.dtype)
+        _c.allreduce(self.grid.comm, buf)
+        return buf
+
     def norm(self, u: np.ndarray) -> float:
         buf = np.array([np.vdot(u, u).real])
         _c.allreduce(self.grid.comm, buf)
@@ -203,10 +209,11 @@ def cg(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-
     rho_prev = 1.0
     p = None
     for it in range(maxiter):
-        if s.norm(r) < tol:
-            return s.result(x, 0)
+        # ||r||^2 and r^H z in one all-reduce (z is formed before the convergence test)
         z = s.psolve(r)
-        rho = s.dot(r, z)
+        rr, rho = s.dots((r, r), (r, z))
+        if np.sqrt(abs(rr)) < tol:
+            return s.result(x, 0)
         if not np.isfinite(rho):
             return s.result(x, -10)
         if it > 0:
