@@ -17,7 +17,7 @@ RUN_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 MPI_PYTEST := $(BIN)/python -m mpi4py -m pytest --with-mpi -q --color=no -p no:randomly \
 	--timeout=$(TEST_TIMEOUT) --timeout-method=thread
 
-.PHONY: all venv test test-unit test-mpi demo lint clean bench-matmul bench-solve
+.PHONY: all venv test test-unit test-mpi demo lint clean bench-matmul bench-solve bench-sparse
 
 all: test
 
@@ -70,6 +70,15 @@ bench-solve: venv
 	  $(RUN_ENV) timeout -k 10 3600 $(MPIEXEC) -n $$n $(BIN)/python -m mpi4py -m \
 	    distmat.bench.solve $(SOLVE_ARGS); \
 	done
+
+# Block-sparse benchmark on 2 ranks: SpMM (block densities 1% and 10%, blocksize 32 and 64,
+# 8 and 64 right-hand sides), sparse x sparse with and without filtering, CG on a 2D Poisson
+# matrix (10^6 unknowns) and a block operator; ratios to single-process scipy in the same run.
+SPARSE_ARGS ?= --n 16384 --out results/sparse.jsonl
+bench-sparse: venv
+	@mkdir -p results
+	$(RUN_ENV) timeout -k 10 7200 $(MPIEXEC) -n 2 $(BIN)/python -m mpi4py -m \
+	  distmat.bench.sparse $(SPARSE_ARGS)
 
 lint: venv
 	$(BIN)/ruff check distmat launch tests
