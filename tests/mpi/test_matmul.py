@@ -56,7 +56,8 @@ def _pblas_ratio(got, a, b, c0, alpha, beta, dtype):
     return float(r.max()) if r.size else 0.0
 
 
-def _case(grid, gen, m, n, k, ta, tb, blocks, alpha, beta, dtype, panel=None, nan_out=False):
+def _case(grid, gen, m, n, k, ta, tb, blocks, alpha, beta, dtype, panel=None, nan_out=False,
+          verify=False):
     """Run one product; return a failure string or None (no collective may raise here)."""
     a, b = _rand(gen, (m, k), dtype), _rand(gen, (k, n), dtype)
     c0 = _rand(gen, (m, n), dtype)
@@ -64,7 +65,8 @@ def _case(grid, gen, m, n, k, ta, tb, blocks, alpha, beta, dtype, panel=None, na
     B = dm.from_global(_stored(b, tb), grid=grid, block=blocks[1], root=None)
     cinit = np.full((m, n), np.nan, dtype) if nan_out else c0
     C = dm.from_global(cinit, grid=grid, block=blocks[2], root=None)
-    R = dm.matmul(A, B, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=C, panel=panel)
+    R = dm.matmul(A, B, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=C, panel=panel,
+                  verify=verify)
     rows, cols = R.global_indices()
     want_c0 = np.zeros_like(c0) if nan_out else c0
     got = R.local
@@ -143,7 +145,8 @@ def test_edge_shapes_k0_vectors_and_small_matrices(comm):
                         (1, 9, 7), (7, 5, 1), (2, 2, 60), (60, 1, 1)]:
             for ta, tb in [("N", "N"), ("T", "N"), ("N", "C"), ("T", "T")]:
                 for blocks in ([(1, 1)] * 3, [(4, 3), (2, 5), (3, 3)]):
-                    f = _case(grid, gen, m, n, k, ta, tb, blocks, 2.0, 3.0, np.float64)
+                    f = _case(grid, gen, m, n, k, ta, tb, blocks, 2.0, 3.0, np.float64,
+                              verify=True)
                     if f:
                         bad.append(f)
         assert_all(comm, not bad, "; ".join(bad[:4]))
@@ -161,7 +164,7 @@ def test_beta_zero_never_reads_out(comm):
                                                   ("C", "C")], DTYPES):
             for k in (0, 9):
                 f = _case(grid, gen, 11, 8, k, ta, tb, [(2, 2), (2, 3), (3, 2)], 2.0, 0.0,
-                          dtype, nan_out=True)
+                          dtype, nan_out=True, verify=True)
                 if f:
                     bad.append(f)
         assert_all(comm, not bad, "; ".join(bad[:4]))
