@@ -150,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"# BLAS {b['api']} {b['version']} kernel {b['kernel']} threads {b['threads']} "
             f"({b['library']})")
     say("# env " + " ".join(f"{k}={v}" for k, v in env.items() if v is not None))
+    local = threads.local_ranks(grid.comm)
+    if local > threads.cores():
+        say(f"# note: {local} ranks share {threads.cores()} cores on this host "
+            f"(oversubscribed): expect ratios well below 1")
     say("# time = best of reps of the slowest rank; ratio = GFLOP/s / (p x 1-thread numpy); "
         "bytes = mean received per rank")
     head = (f"# {'ranks':>5} {'grid':>5} {'n':>6} {'dtype':>10} {'form':>4} {'time s':>9} "
