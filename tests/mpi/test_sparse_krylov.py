@@ -38,12 +38,12 @@ CASES = [("cg", 0.0), ("bicgstab", 0.0), ("gmres", 0.0), ("bicgstab", 0.8), ("gm
 
 @pytest.mark.grids
 def test_iteration_counts_match_scipy(comm):
-    for shape, grid in subgrids(comm, [(1, 1), (1, 2), (2, 1), (2, 2), (1, 3), (2, 3)]):
+    for shape, grid in subgrids(comm, [(1, 1), (2, 1), (2, 2), (2, 3)]):
         ok, msg = True, ""
         if grid is not None:
             for name, conv in CASES:
                 bs = 5 if conv else 4
-                S = dm.sparse.poisson2d(13, 11, blocksize=bs, convection=conv, grid=grid)
+                S = dm.sparse.poisson2d(11, 9, blocksize=bs, convection=conv, grid=grid)
                 A = S.gather(root=None)
                 n = A.shape[0]
                 bg = np.sin(np.arange(n) + 1.0)
