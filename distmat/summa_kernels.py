@@ -29,6 +29,7 @@ that ``C`` has already been scaled by beta.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 
 import numpy as np
@@ -38,7 +39,7 @@ from scipy.linalg import blas as _blas
 from . import comm as _c
 from .summa_plan import Step, plan
 
-__all__ = ["stationary_c", "stationary_b", "stationary_a", "gemm_into"]
+__all__ = ["stationary_c", "stationary_b", "stationary_a", "gemm_into", "gemm_abt"]
 
 _GEMM = {np.dtype(np.float32): _blas.sgemm, np.dtype(np.float64): _blas.dgemm,
          np.dtype(np.complex64): _blas.cgemm, np.dtype(np.complex128): _blas.zgemm}
@@ -64,6 +65,78 @@ def gemm_into(c: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: complex, beta:
                          overwrite_c=1)
     if res is not c and not np.shares_memory(res, c):  # f2py copied c: write back (slow path)
         c[...] = res
+
+
+# ---- a GEMM on strided row-major views (scipy's BLAS through its exported function pointers):
+# f2py's wrappers above need contiguous operands, but the owner of a C column panel wants to
+# accumulate straight into ``C[:, cols]``, a block with a leading dimension.
+_INT = ctypes.POINTER(ctypes.c_int)
+_VOID = ctypes.c_void_p
+_GEMM_FN = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, _INT, _INT, _INT, _VOID,
+                            _VOID, _INT, _VOID, _INT, _VOID, _VOID, _INT)
+_SCALAR = {"f": ctypes.c_float, "d": ctypes.c_double, "F": ctypes.c_float * 2,
+           "D": ctypes.c_double * 2}
+_gemm_fn: dict[str, object] = {}
+
+
+def _gemm_pointer(char: str) -> object | None:
+    """scipy.linalg.cython_blas's ``?gemm`` for dtype character ``char`` (None if unusable)."""
+    if char not in _gemm_fn:
+        fn = None
+        try:
+            from scipy.linalg import cython_blas
+
+            cap = cython_blas.__pyx_capi__["sdcz"["fdFD".index(char)] + "gemm"]
+            get_name = ctypes.pythonapi.PyCapsule_GetName
+            get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+            get_ptr = ctypes.pythonapi.PyCapsule_GetPointer
+            get_ptr.restype, get_ptr.argtypes = ctypes.c_void_p, [ctypes.py_object,
+                                                                  ctypes.c_char_p]
+            addr = get_ptr(cap, get_name(cap))
+            fn = _GEMM_FN(addr) if addr else None
+        except Exception:  # noqa: BLE001 - no pointer: the numpy fallback below is used
+            fn = None
+        _gemm_fn[char] = fn
+    return _gemm_fn[char]
+
+
+def _scalar(char: str, v: complex) -> object:
+    return _SCALAR[char](v.real, v.imag) if char in "FD" else _SCALAR[char](v.real)
+
+
+def _ld(x: np.ndarray) -> int | None:
+    """Row stride (elements) of a 2-D view with unit column stride, else None."""
+    isz = x.itemsize
+    if x.shape[1] > 1 and x.strides[1] != isz or x.strides[0] % isz:
+        return None
+    return max(1, x.strides[0] // isz, x.shape[1])
+
+
+def gemm_abt(c: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: complex, beta: float,
+             conj: bool) -> None:
+    """``c = alpha a op(b)^T + beta c`` for row-major views; ``op`` conjugates if ``conj``.
+
+    ``a`` is ``m x k``, ``b`` ``n x k`` and ``c`` ``m x n``, each with unit column stride
+    (``c`` typically a column block of a larger array).  Falls back to numpy otherwise.
+    """
+    m, n = c.shape
+    k = a.shape[1]
+    if m == 0 or n == 0:
+        return
+    char = c.dtype.char
+    fn = _gemm_pointer(char) if char in _SCALAR and a.dtype == b.dtype == c.dtype else None
+    lda, ldb, ldc = _ld(a), _ld(b), _ld(c)
+    if fn is None or k == 0 or None in (lda, ldb, ldc):
+        bt = (np.conj(b) if conj else b).T
+        c[...] = alpha * (a @ bt) + (beta * c if beta != 0 else 0)
+        return
+    # column-major view: c^T (n x m, ld ldc) = op'(b) (n x k) a^T (k x m)
+    i = ctypes.c_int
+    fn(b"C" if conj else b"T", b"N", ctypes.byref(i(n)), ctypes.byref(i(m)),
+       ctypes.byref(i(k)), ctypes.cast(ctypes.pointer(_scalar(char, alpha)), _VOID),
+       _VOID(b.ctypes.data), ctypes.byref(i(ldb)), _VOID(a.ctypes.data), ctypes.byref(i(lda)),
+       ctypes.cast(ctypes.pointer(_scalar(char, beta)), _VOID), _VOID(c.ctypes.data),
+       ctypes.byref(i(ldc)))
 
 
 def _take(src: np.ndarray, idx: slice | np.ndarray, axis: int, out: np.ndarray) -> np.ndarray:
@@ -323,16 +396,20 @@ def stationary_a(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
     def run(st: Step, poke: Callable[[], None], pb: np.ndarray) -> None:
         if m_r == 0:
             return
-        # P (m_r x w) = A op(B_panel)^T, i.e. Fortran P^T = op'(B_panel) A^T with op' = T/C
         sl = st.local2
-        whole = pc == 1 and isinstance(sl, slice) and sl.start == 0 and sl.stop == C.shape[1]
-        p = C if whole else part.next((m_r, st.width))  # all of C: accumulate in place
+        if grid.mycol == st.owner2 and isinstance(sl, slice):
+            # my columns of C are a block: accumulate my share in place (strided GEMM)
+            for r0, r1 in chunks:
+                gemm_abt(C[r0:r1, sl], A[r0:r1], pb, alpha, 1.0, conj)
+                poke()
+            red.push(None, (m_r, st.width), st.owner2, sl)
+            return
+        # P (m_r x w) = A op(B_panel)^T, i.e. Fortran P^T = op'(B_panel) A^T with op' = T/C
+        p = part.next((m_r, st.width))
         for r0, r1 in chunks:  # rows of A and of P: contiguous pieces
-            gemm_into(p[r0:r1].T, pb.T, A[r0:r1].T, alpha, 1.0 if whole else 0.0,
-                      2 if conj else 1, 0)
+            gemm_into(p[r0:r1].T, pb.T, A[r0:r1].T, alpha, 0.0, 2 if conj else 1, 0)
             poke()
-        if not whole:
-            red.push(p, p.shape, st.owner2, st.local2)
+        red.push(p, p.shape, st.owner2, st.local2)
 
     _pipeline(steps, post, run, red.flying)
     red.finish()

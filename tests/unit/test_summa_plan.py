@@ -107,3 +107,28 @@ def test_local_ranks_from_launcher_env(monkeypatch):
     assert threads.local_ranks() == 4
     monkeypatch.setenv("MPI_LOCALNRANKS", "6")
     assert threads.local_ranks() == 6
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("conj", [False, True])
+def test_strided_gemm_into_a_column_block(dtype, conj):
+    from distmat.summa_kernels import gemm_abt
+
+    g = np.random.default_rng(1)
+
+    def rand(shape):
+        x = g.standard_normal(shape)
+        if np.dtype(dtype).kind == "c":
+            x = x + 1j * g.standard_normal(shape)
+        return x.astype(dtype)
+
+    C, A, B = rand((9, 13)), rand((6, 5)), rand((7, 5))
+    want = C.copy()
+    want[2:8, 4:11] = 2.0 * A @ (B.conj() if conj else B).T + 0.5 * want[2:8, 4:11]
+    gemm_abt(C[2:8, 4:11], A, B, 2.0, 0.5, conj)
+    tol = 50 * np.finfo(dtype).eps * (1 + np.abs(want).max())
+    assert np.abs(C - want).max() <= tol
+    # a non-unit column stride takes the numpy path with the same result
+    C2 = np.zeros((6, 14), dtype)
+    gemm_abt(C2[:, ::2], A, B, 1.0, 0.0, conj)
+    assert np.abs(C2[:, ::2] - A @ (B.conj() if conj else B).T).max() <= tol
