@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import scipy.linalg as sla
 from scipy.linalg import lapack
 
 from .. import comm as _c
@@ -187,9 +186,7 @@ def getrf(a: DistMatrix, panel: int | None = None) -> tuple[np.ndarray, np.ndarr
             u12 = np.zeros((kw, ntr), dtype=A.dtype)
             u12[rows[lr0:lr1] - k] = A[lr0:lr1, lc1:]
             _c.allreduce(grid.col_comm, u12)
-        u12 = sla.solve_triangular(pan[:kw], u12, lower=True, unit_diagonal=True,
-                                   check_finite=False, overwrite_b=True)
-        u12 = np.ascontiguousarray(u12)
+        trsm_inplace(u12, pan[:kw], left=True, lower=True, unit_diagonal=True)
         A[lr0:lr1, lc1:] = u12[rows[lr0:lr1] - k]
         # 4. trailing update with one GEMM
         if lr1 < rows.size:
