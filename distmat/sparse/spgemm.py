@@ -1,12 +1,13 @@
 """Sparse x sparse products ``C = A @ B`` with DBCSR-style filtering.
 
-Algorithm (collective over the grid): rank ``(p, q)`` holds the blocks ``A_IK`` with
-``I % pr == p`` and ``K % pc == q``.  It asks the owners of ``B``'s block rows ``K`` (process
-row ``K % pr``, every process column) for the stored blocks of those rows (one all-to-all of
-requests, one of blocks), forms every product ``A_IK @ B_KJ`` it can (batched BLAS on pairs of
-blocks), sums the products per result block and sends each partial block to the owner of
-``C_IJ``, where partial blocks are summed (one more all-to-all).  Every message carries stored
-blocks only, so traffic follows the sparsity; it is labelled ``sparse.matmul``.
+Algorithm (collective over the grid): rank ``(p, q)`` holds the blocks ``A_IK`` with ``I % pr ==
+p`` and ``K % pc == q``. It asks the owners of ``B``'s block rows ``K`` (process row ``K % pr``,
+every process column) for the stored blocks of those rows (one all-to-all of requests, one of
+blocks), forms every product ``A_IK @ B_KJ`` it can (one BLAS GEMM per result block over its
+concatenated pairs: a loop over result blocks, not elements), sums the products per result block
+and sends each partial block to the owner of ``C_IJ``, where partial blocks are summed (one more
+all-to-all). Every message carries stored blocks only, so traffic follows the sparsity; it is
+labelled ``sparse.matmul``.
 
 Filtering (DBCSR's rule), with ``eps = filter_eps``:
 
@@ -33,9 +34,6 @@ from ._exchange import exchange_bytes, route_blocks
 from .bsr import BlockSparseMatrix
 
 __all__ = ["matmul"]
-
-_CHUNK_BLOCKS = 4096
-
 
 def _block_norms(data: np.ndarray) -> np.ndarray:
     a = np.abs(data.reshape(data.shape[0], -1)).astype(np.float64)
@@ -149,16 +147,19 @@ def matmul(A: BlockSparseMatrix, B: BlockSparseMatrix, *, filter_eps: float | No
         order = np.argsort(key, kind="stable")
         t, u, key = t[order], u[order], key[order]
         ukey, first = np.unique(key, return_index=True)
-        out = np.zeros((ukey.size, bs, bs), dtype=dt)
-        seg = np.repeat(np.arange(ukey.size), np.diff(np.r_[first, key.size])) \
-            if ukey.size else np.empty(0, np.int64)
-        for c0 in range(0, t.size, _CHUNK_BLOCKS):
-            c1 = min(t.size, c0 + _CHUNK_BLOCKS)
-            prod = np.matmul(A.data[t[c0:c1]].astype(dt, copy=False),
-                             gd[u[c0:c1]].astype(dt, copy=False))
-            s = seg[c0:c1]
-            starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-            out[s[starts]] += np.add.reduceat(prod, starts, axis=0)
+        out = np.empty((ukey.size, bs, bs), dtype=dt)
+        Ad = A.data.astype(dt, copy=False)
+        Bd = gd.astype(dt, copy=False)
+        ends = np.r_[first[1:], key.size].astype(np.int64)
+        # one GEMM per result block: [A_IK1 .. A_IKr] (bs x r bs) @ [B_K1J; ..; B_KrJ]
+        for o in range(ukey.size):
+            s0, s1 = first[o], ends[o]
+            if s1 - s0 == 1:
+                np.matmul(Ad[t[s0]], Bd[u[s0]], out=out[o])
+            else:
+                r = s1 - s0
+                np.matmul(Ad[t[s0:s1]].transpose(1, 0, 2).reshape(bs, r * bs),
+                          Bd[u[s0:s1]].reshape(r * bs, bs), out=out[o])
         oi, oj = ukey // nbc, ukey % nbc
         # ---- partial result blocks to the owners of C, summed there
         ci, cj, cd = route_blocks(grid.comm, (oi % pr) * pc + oj % pc, oi, oj, out, bs, dt)
