@@ -36,7 +36,7 @@ from .bsr import BlockSparseMatrix
 __all__ = ["matmul"]
 
 def _block_norms(data: np.ndarray) -> np.ndarray:
-    a = np.abs(data.reshape(data.shape[0], -1)).astype(np.float64)
+    a = np.abs(data.reshape(data.shape[0], data.shape[1] * data.shape[2])).astype(np.float64)
     return np.sqrt(np.einsum("ij,ij->i", a, a))
 
 

@@ -120,3 +120,34 @@ def test_bad_input_and_breakdown(comm):
         # zero right-hand side: x = 0 at once
         x, info = dm.sparse.linalg.bicgstab(S, dm.zeros((36, 1), grid=grid))
         assert_all(comm, info == 0 and not np.any(x.local), "zero rhs")
+
+
+def test_several_rhs_complex_and_float32(comm):
+    with dm.ProcessGrid(comm) as grid:
+        S = dm.sparse.poisson2d(9, 8, blocksize=4, convection=0.5, grid=grid)
+        A = S.gather(root=None)
+        n = A.shape[0]
+        Bg = np.stack([np.cos(np.arange(n) * (j + 1)) for j in range(3)], axis=1)
+        B = dm.from_global(Bg, grid=grid, root=None, block=(5, 2))
+        ok, msg = True, ""
+        for f in (dm.sparse.linalg.gmres, dm.sparse.linalg.bicgstab):
+            X, info = f(S, B, rtol=1e-9, M=dm.sparse.linalg.block_jacobi(S))
+            Xg = X.gather(root=None)
+            res = np.linalg.norm(A @ Xg - Bg, axis=0) / np.linalg.norm(Bg, axis=0)
+            if not (info == 0 and X.shape == (n, 3) and X.block == (5, 2) and res.max() < 1e-8):
+                ok, msg = False, f"{f.__name__} info {info} res {res}"
+        # complex dtype (Hermitian positive definite operator, complex right-hand side)
+        Sc = dm.sparse.poisson2d(9, 8, blocksize=4, grid=grid, dtype=np.complex128)
+        bc = dm.from_global((Bg[:, :1] * (1 + 2j)), grid=grid, root=None)
+        x, info = dm.sparse.linalg.cg(Sc, bc, rtol=1e-10)
+        Ac = Sc.gather(root=None)
+        rc = np.linalg.norm(Ac @ x.gather(root=None) - Bg[:, :1] * (1 + 2j))
+        ok = ok and info == 0 and rc < 1e-8 * np.linalg.norm(Bg[:, 0]) * 3 and \
+            x.dtype == np.complex128
+        # float32 end to end
+        S32 = S.astype(np.float32)
+        b32 = dm.from_global(Bg[:, :1].astype(np.float32), grid=grid, root=None)
+        x32, info32 = dm.sparse.linalg.bicgstab(S32, b32, rtol=1e-4)
+        r32 = np.linalg.norm(A @ x32.gather(root=None) - Bg[:, :1]) / np.linalg.norm(Bg[:, 0])
+        ok = ok and info32 == 0 and x32.dtype == np.float32 and r32 < 1e-3
+        assert_all(comm, ok, msg or f"complex {info} {rc}, float32 {info32} {r32}")

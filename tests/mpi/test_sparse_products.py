@@ -169,3 +169,12 @@ def test_spgemm_shape_mismatch(comm):
         except dm.ShapeMismatchError as e:
             ok, msg = "(12, 10) and (12, 10)" in str(e), str(e)
         assert_all(comm, ok, msg)
+
+
+def test_spgemm_filter_with_ranks_owning_nothing(comm):
+    with dm.ProcessGrid(comm) as grid:
+        S = dm.sparse.eye(8, blocksize=4, grid=grid) * 2.0  # 2 stored blocks: most ranks none
+        C, info = dm.sparse.matmul(S, S, filter_eps=0.5, return_info=True)
+        ok = C.nnzb == 2 and info["products"] == 2 and info["dropped_blocks"] == 0 and \
+            np.array_equal(C.gather(root=None).toarray(), 4 * np.eye(8))
+        assert_all(comm, ok, f"{C!r} {info}")

@@ -65,16 +65,16 @@ class _System:
             raise ShapeMismatchError(f"{name}: A must be square, got shape {A.shape}")
         if not isinstance(b, DistMatrix):
             raise TypeError(f"{name}: b must be an n x 1 DistMatrix, got {type(b).__name__}")
-        if b.shape != (n, 1):
-            raise ShapeMismatchError(f"{name}: b must have shape ({n}, 1) for A of shape "
-                                     f"{A.shape}, got {b.shape}")
+        if b.shape[0] != n or b.shape[1] < 1:
+            raise ShapeMismatchError(f"{name}: b must have shape ({n}, k) with k >= 1 for A of "
+                                     f"shape {A.shape}, got {b.shape}")
         if not A.grid.compatible(b.grid):
             raise GridMismatchError(f"{name}: A and b live on different grids")
         if x0 is not None:
             if not isinstance(x0, DistMatrix):
                 raise TypeError(f"{name}: x0 must be a DistMatrix or None")
-            if x0.shape != (n, 1):
-                raise ShapeMismatchError(f"{name}: x0 must have shape ({n}, 1), got "
+            if x0.shape != b.shape:
+                raise ShapeMismatchError(f"{name}: x0 must have the shape of b {b.shape}, got "
                                          f"{x0.shape}")
         if M is not None and not callable(M) and \
                 not isinstance(M, (BlockSparseMatrix, DistMatrix)):
@@ -91,15 +91,16 @@ class _System:
         self.dtype = np.result_type(A.dtype, b.dtype, np.float32)
         self.lay = RowLayout(A.grid, n, A.bs)
         self.op = RowOperator(A, self.lay, self.dtype)
-        self.b = self.lay.from_dist(b).astype(self.dtype)
+        self.k = b.shape[1]
+        self.b = self.lay.from_dist(b).astype(self.dtype).reshape(self.lay.nloc, self.k)
         if x0 is None:
             self.x = np.zeros_like(self.b)
-            self.x_is_zero = True
+            self.x_is_zero = np.ones(self.k, dtype=bool)
         else:
-            self.x = self.lay.from_dist(x0).astype(self.dtype)
-            flag = np.array([1 if np.any(self.x) else 0], dtype=np.int64)
+            self.x = self.lay.from_dist(x0).astype(self.dtype).reshape(self.lay.nloc, self.k)
+            flag = np.any(self.x, axis=0).astype(np.int64)
             _c.allreduce(self.grid.comm, flag)
-            self.x_is_zero = not flag[0]
+            self.x_is_zero = flag == 0
         self.psolve = self._make_psolve(M)
 
     def _make_psolve(self, M: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -118,7 +119,7 @@ class _System:
             return mop.matvec
 
         def apply(r: np.ndarray) -> np.ndarray:
-            rd = self.lay.to_dist(r, self.b_block, self.b_grid)
+            rd = self.dist(r)
             z = M(rd)
             if not isinstance(z, DistMatrix) or z.shape != rd.shape:
                 raise ValueError(f"{self.name}: M(r) must return a DistMatrix of shape "
@@ -148,12 +149,30 @@ class _System:
         return float(np.sqrt(buf[0]))
 
     def dist(self, x: np.ndarray) -> DistMatrix:
-        """``x`` as an ``n x 1`` DistMatrix with ``b``'s layout (collective)."""
-        return self.lay.to_dist(x, self.b_block, self.b_grid)
+        """A slab vector as an ``n x 1`` DistMatrix with ``b``'s row block (collective)."""
+        return self.lay.to_dist(x, (self.b_block[0], 1), self.b_grid)
 
-    def result(self, x: np.ndarray, info: int) -> tuple[DistMatrix, int]:
-        out = self.dist(x)
-        self.lay.free()
+    def solve_columns(self, one: Callable[..., tuple[np.ndarray, int]],
+                      callback: Any) -> tuple[DistMatrix, int]:
+        """Run ``one`` on each column of ``b``; ``x`` in ``b``'s layout and the combined info.
+
+        Columns are solved one after the other with the same operator and preconditioner
+        (moved to the slabs once).  The combined ``info`` is the most negative breakdown
+        code if any column broke down, else the largest (``maxiter`` if any column did not
+        converge, 0 when all did).
+        """
+        X = np.empty_like(self.x)
+        infos = []
+        try:
+            for j in range(self.k):
+                xj, info = one(self.b[:, j].copy(), self.x[:, j].copy(),
+                               bool(self.x_is_zero[j]), callback)
+                X[:, j] = xj
+                infos.append(int(info))
+            out = self.lay.to_dist(X, self.b_block, self.b_grid)
+        finally:
+            self.lay.free()
+        info = min(infos) if min(infos) < 0 else max(infos)
         return out, info
 
 
@@ -177,9 +196,10 @@ def cg(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-
     A : BlockSparseMatrix or DistMatrix
         ``n x n`` **(global)**.
     b : DistMatrix
-        ``n x 1`` right-hand side **(global)**; NaN or inf raises ValueError on every rank.
+        ``n x 1`` right-hand side, or ``n x k`` for ``k`` systems solved one after the other
+        with the same operator set-up **(global)**; NaN or inf raises ValueError on every rank.
     x0 : DistMatrix, optional
-        Starting guess ``n x 1``; default zero.
+        Starting guess of ``b``'s shape; default zero.
     rtol, atol : float
         Converged when ``||b - A x|| <= max(rtol * ||b||, atol)`` **(global)**.
     maxiter : int, optional
@@ -188,24 +208,32 @@ def cg(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-
         Preconditioner approximating ``A^{-1}``: a callable ``M(r) -> z`` on ``n x 1``
         DistMatrix objects (e.g. :func:`block_jacobi`), or a matrix applied as ``M @ r``.
     callback : callable, optional
-        Called as ``callback(x)`` after each iteration on every rank.
+        Called as ``callback(x)`` after each iteration on every rank (``x`` an ``n x 1``
+        DistMatrix: the current column's iterate).
 
     Returns
     -------
     x : DistMatrix
-        ``n x 1``, with ``b``'s block.
+        Shape and layout of ``b``.
     info : int
-        0 converged, ``maxiter`` if not converged, -10 on breakdown (see module notes).
+        0 converged, ``maxiter`` if not converged, -10 on breakdown (see module notes).  With
+        several columns: the most negative code if any broke down, else the largest.
     """
     _check_tols("cg", atol, rtol)
     s = _System(A, b, x0, M, "cg")
-    x, b = s.x, s.b
+    return s.solve_columns(lambda bj, xj, zero, cb: _cg_one(
+        s, bj, xj, zero, rtol, atol, maxiter, cb), callback)
+
+
+def _cg_one(s: _System, b: np.ndarray, x: np.ndarray, x_is_zero: bool, rtol: float,
+            atol: float, maxiter: int | None, callback: Any) -> tuple[np.ndarray, int]:
+    """cg on one right-hand side: numpy slabs in, numpy slab and info out."""
     bnrm2 = s.norm(b)
     tol = _tolerance("cg", bnrm2, atol, rtol)
     if bnrm2 == 0:
-        return s.result(b.copy(), 0)
+        return (b.copy(), 0)
     maxiter = 10 * s.n if maxiter is None else int(maxiter)
-    r = b - s.matvec(x) if not s.x_is_zero else b.copy()
+    r = b - s.matvec(x) if not x_is_zero else b.copy()
     rho_prev = 1.0
     p = None
     for it in range(maxiter):
@@ -213,9 +241,9 @@ def cg(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-
         z = s.psolve(r)
         rr, rho = s.dots((r, r), (r, z))
         if np.sqrt(abs(rr)) < tol:
-            return s.result(x, 0)
+            return (x, 0)
         if not np.isfinite(rho):
-            return s.result(x, -10)
+            return (x, -10)
         if it > 0:
             p *= rho / rho_prev
             p += z
@@ -224,14 +252,14 @@ def cg(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-
         q = s.matvec(p)
         pq = s.dot(p, q)
         if not np.isfinite(pq) or pq.real <= 0:
-            return s.result(x, -10)
+            return (x, -10)
         alpha = rho / pq
         x += alpha * p
         r -= alpha * q
         rho_prev = rho
         if callback is not None:
             callback(s.dist(x))
-    return s.result(x, maxiter)
+    return (x, maxiter)
 
 
 def bicgstab(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-5,
@@ -244,29 +272,35 @@ def bicgstab(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float
     """
     _check_tols("bicgstab", atol, rtol)
     s = _System(A, b, x0, M, "bicgstab")
-    x, b = s.x, s.b
+    return s.solve_columns(lambda bj, xj, zero, cb: _bicgstab_one(
+        s, bj, xj, zero, rtol, atol, maxiter, cb), callback)
+
+
+def _bicgstab_one(s: _System, b: np.ndarray, x: np.ndarray, x_is_zero: bool, rtol: float,
+                  atol: float, maxiter: int | None, callback: Any) -> tuple[np.ndarray, int]:
+    """bicgstab on one right-hand side: numpy slabs in, numpy slab and info out."""
     bnrm2 = s.norm(b)
     tol = _tolerance("bicgstab", bnrm2, atol, rtol)
     if bnrm2 == 0:
-        return s.result(b.copy(), 0)
+        return (b.copy(), 0)
     maxiter = 10 * s.n if maxiter is None else int(maxiter)
     rhotol = float(np.finfo(s.dtype).eps) ** 2
     omegatol = rhotol
-    r = b - s.matvec(x) if not s.x_is_zero else b.copy()
+    r = b - s.matvec(x) if not x_is_zero else b.copy()
     rtilde = r.copy()
     rho_prev = omega = alpha = 1.0
     p = v = None
     for it in range(maxiter):
         if s.norm(r) < tol:
-            return s.result(x, 0)
+            return (x, 0)
         rho = s.dot(rtilde, r)
         if not np.isfinite(rho):
-            return s.result(x, -12)
+            return (x, -12)
         if abs(rho) < rhotol:
-            return s.result(x, -10)
+            return (x, -10)
         if it > 0:
             if abs(omega) < omegatol:
-                return s.result(x, -11)
+                return (x, -11)
             beta = (rho / rho_prev) * (alpha / omega)
             p -= omega * v
             p *= beta
@@ -277,19 +311,19 @@ def bicgstab(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float
         v = s.matvec(phat)
         rv = s.dot(rtilde, v)
         if rv == 0:
-            return s.result(x, -11)
+            return (x, -11)
         if not np.isfinite(rv):
-            return s.result(x, -12)
+            return (x, -12)
         alpha = rho / rv
         r -= alpha * v
         if s.norm(r) < tol:
             x += alpha * phat
-            return s.result(x, 0)
+            return (x, 0)
         shat = s.psolve(r)
         t = s.matvec(shat)
         tt = s.dot(t, t)
         if tt == 0 or not np.isfinite(tt):
-            return s.result(x, -11 if tt == 0 else -12)
+            return (x, -11 if tt == 0 else -12)
         omega = s.dot(t, r) / tt
         x += alpha * phat
         x += omega * shat
@@ -297,7 +331,7 @@ def bicgstab(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float
         rho_prev = rho
         if callback is not None:
             callback(s.dist(x))
-    return s.result(x, maxiter)
+    return (x, maxiter)
 
 
 def gmres(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 1e-5,
@@ -342,12 +376,19 @@ def gmres(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 
     if isinstance(restart, bool) or not isinstance(restart, (int, np.integer)) or restart < 1:
         raise ValueError(f"gmres: restart must be a positive integer, got {restart!r}")
     s = _System(A, b, x0, M, "gmres")
-    x, b = s.x, s.b
+    return s.solve_columns(lambda bj, xj, zero, cb: _gmres_one(
+        s, bj, xj, zero, rtol, atol, maxiter, cb, restart, callback_type), callback)
+
+
+def _gmres_one(s: _System, b: np.ndarray, x: np.ndarray, x_is_zero: bool, rtol: float,
+               atol: float, maxiter: int | None, callback: Any, restart: int,
+               callback_type: str) -> tuple[np.ndarray, int]:
+    """gmres on one right-hand side: numpy slabs in, numpy slab and info out."""
     n = s.n
     bnrm2 = s.norm(b)
     tol = _tolerance("gmres", bnrm2, atol, rtol)
     if bnrm2 == 0:
-        return s.result(b.copy(), 0)
+        return (b.copy(), 0)
     dt = s.dtype
     eps = float(np.finfo(dt).eps)
     maxiter = 10 * n if maxiter is None else int(maxiter)
@@ -363,14 +404,14 @@ def gmres(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 
     givens = np.zeros((restart, 2), dtype=dt)
     rnorm = np.inf
 
-    r = b - s.matvec(x) if not s.x_is_zero else b.copy()
+    r = b - s.matvec(x) if not x_is_zero else b.copy()
     if s.norm(r) < tol:
-        return s.result(x, 0)
+        return (x, 0)
     for _ in range(maxiter):
         z = s.psolve(r)
         beta = s.norm(z)
         if not np.isfinite(beta):
-            return s.result(x, -10)
+            return (x, -10)
         V[0] = z.reshape(-1) / beta if beta else 0.0
         S = np.zeros(restart + 1, dtype=dt)
         S[0] = beta
@@ -404,7 +445,7 @@ def gmres(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 
             if callback is not None and callback_type in ("pr_norm", "legacy"):
                 callback(presid / bnrm2)
             if not np.isfinite(presid):
-                return s.result(x, -10)
+                return (x, -10)
             if presid <= ptol or breakdown:
                 break
         if h[col, col] == 0:
@@ -422,7 +463,7 @@ def gmres(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 
         if callback is not None and callback_type == "x":
             callback(s.dist(x))
         if not np.isfinite(rnorm):
-            return s.result(x, -10)
+            return (x, -10)
         if rnorm <= tol or breakdown:
             break
         if presid <= ptol:
@@ -430,4 +471,4 @@ def gmres(A: Any, b: DistMatrix, x0: DistMatrix | None = None, *, rtol: float = 
         else:
             ptol_max_factor = min(1.0, 1.5 * ptol_max_factor)
         ptol = presid * min(ptol_max_factor, tol / rnorm)
-    return s.result(x, 0 if rnorm <= tol else maxiter)
+    return (x, 0 if rnorm <= tol else maxiter)

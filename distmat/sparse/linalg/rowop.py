@@ -48,16 +48,20 @@ class RowLayout:
         return np.asarray(I, dtype=np.int64) // self.c
 
     def from_dist(self, v: DistMatrix) -> np.ndarray:
-        """The local padded slab of an ``n x 1`` DistMatrix (collective redistribution)."""
-        w = v.redistribute(block=(self.c * self.bs, 1), grid=self.grid1)
-        out = np.zeros(self.nloc, dtype=v.dtype)
-        out[:self.nrows] = w.local[:, 0]
-        return out
+        """The local padded slab of an ``n x k`` DistMatrix (collective redistribution):
+        shape ``(nloc,)`` for ``k = 1``, else ``(nloc, k)``."""
+        k = v.shape[1]
+        w = v.redistribute(block=(self.c * self.bs, max(k, 1)), grid=self.grid1)
+        out = np.zeros((self.nloc, k), dtype=v.dtype)
+        out[:self.nrows] = w.local
+        return out[:, 0] if k == 1 else out
 
     def to_dist(self, x: np.ndarray, block: tuple[int, int], grid: ProcessGrid) -> DistMatrix:
-        """An ``n x 1`` DistMatrix with ``block`` on ``grid`` from local slabs (collective)."""
-        w = DistMatrix._wrap(np.ascontiguousarray(x[:self.nrows]).reshape(-1, 1), (self.n, 1),
-                             (self.c * self.bs, 1), self.grid1)
+        """An ``n x k`` DistMatrix with ``block`` on ``grid`` from local slabs (collective)."""
+        x2 = x[:, None] if x.ndim == 1 else x
+        k = x2.shape[1]
+        w = DistMatrix._wrap(np.ascontiguousarray(x2[:self.nrows]), (self.n, k),
+                             (self.c * self.bs, max(k, 1)), self.grid1)
         return w.redistribute(block=block, grid=grid)
 
     def free(self) -> None:
