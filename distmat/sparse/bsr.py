@@ -43,9 +43,11 @@ def nblocks(n: int, bs: int) -> int:
 def check_blocksize(blocksize: Any, shape: tuple[int, int]) -> int:
     """Validate a square block size (an int or a pair of equal ints) for ``shape``.
 
-    Raises ValueError naming the block size and the shape unless it is a positive integer no
-    larger than the larger dimension.
+    None gives the default ``min(64, max(shape))``.  Raises ValueError naming the block size
+    and the shape unless it is a positive integer no larger than the larger dimension.
     """
+    if blocksize is None:
+        return max(1, min(64, max(shape[0], shape[1])))
     bs = blocksize
     if isinstance(bs, (tuple, list)):
         if len(bs) != 2 or bs[0] != bs[1]:

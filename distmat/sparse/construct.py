@@ -19,7 +19,7 @@ from .bsr import BlockSparseMatrix, check_blocksize, nblocks
 __all__ = ["from_coo", "eye", "random"]
 
 
-def from_coo(rows: Any, cols: Any, values: Any, shape: tuple[int, int], blocksize: Any = 64,
+def from_coo(rows: Any, cols: Any, values: Any, shape: tuple[int, int], blocksize: Any = None,
              grid: ProcessGrid | None = None, dtype: Any = None) -> BlockSparseMatrix:
     """Assemble a matrix from triplets that every rank contributes. Collective over the grid.
 
@@ -36,8 +36,8 @@ def from_coo(rows: Any, cols: Any, values: Any, shape: tuple[int, int], blocksiz
         Values **(local)**, same length.
     shape : tuple of int
         Global shape **(global)**.
-    blocksize : int
-        Square block edge **(global)**.
+    blocksize : int, optional
+        Square block edge **(global)**; default ``min(64, max(shape))``.
     grid : ProcessGrid, optional
         **(global)**.
     dtype : dtype, optional
@@ -122,7 +122,7 @@ def _local_block_ids(shape: tuple[int, int], bs: int, grid: ProcessGrid
             np.arange(grid.mycol, nb, pc, dtype=np.int64))
 
 
-def eye(n: int, m: int | None = None, *, blocksize: Any = 64, dtype: Any = np.float64,
+def eye(n: int, m: int | None = None, *, blocksize: Any = None, dtype: Any = np.float64,
         grid: ProcessGrid | None = None) -> BlockSparseMatrix:
     """The ``n x m`` identity (ones on the main diagonal) as a block-sparse matrix.
 
@@ -157,7 +157,7 @@ def _entry_uniform(r: np.ndarray, c: np.ndarray, ncols: int, seed: int, stream: 
     return bits.astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
-def random(shape: tuple[int, int], *, blocksize: Any = 64, density: float = 0.01,
+def random(shape: tuple[int, int], *, blocksize: Any = None, density: float = 0.01,
            seed: int | None = None, dtype: Any = np.float64, grid: ProcessGrid | None = None
            ) -> BlockSparseMatrix:
     """A random block-sparse matrix, the same global matrix for a seed on any grid.
@@ -171,8 +171,8 @@ def random(shape: tuple[int, int], *, blocksize: Any = 64, density: float = 0.01
     ----------
     shape : tuple of int
         **(global)**.
-    blocksize : int
-        **(global)**.
+    blocksize : int, optional
+        **(global)** default ``min(64, max(shape))``.
     density : float
         Probability that a block is stored, in ``[0, 1]`` **(global)**.
     seed : int, optional

@@ -64,7 +64,7 @@ def scipy_to_blocks(S: Any, bs: int, dtype: Any = None
     return bi, np.asarray(bsr.indices, np.int64), np.asarray(bsr.data, dtype=dt), dt, shape
 
 
-def from_scipy(S: Any, blocksize: Any = 64, grid: ProcessGrid | None = None,
+def from_scipy(S: Any, blocksize: Any = None, grid: ProcessGrid | None = None,
                root: int | None = 0, dtype: Any = None) -> BlockSparseMatrix:
     """Distribute a scipy sparse matrix (or a dense 2-D array). Collective over the grid.
 
@@ -74,9 +74,9 @@ def from_scipy(S: Any, blocksize: Any = 64, grid: ProcessGrid | None = None,
         The global matrix on ``root`` **(local)**: CSR, CSC, COO, BSR, any scipy format, or
         a dense array whose zeros are not stored.  Other ranks pass None (ignored).  With
         ``root=None`` every rank passes the same matrix and no data moves.
-    blocksize : int or (int, int)
-        Square block edge ``bs`` **(global)**: the blocks holding at least one stored entry
-        of ``S`` are stored (explicit zeros count as stored entries).
+    blocksize : int or (int, int), optional
+        Square block edge ``bs`` **(global)**, default ``min(64, max(S.shape))``: the blocks
+        holding at least one stored entry of ``S`` are stored (explicit zeros count).
     grid : ProcessGrid, optional
         **(global)** default :meth:`ProcessGrid.default`.
     root : int or None

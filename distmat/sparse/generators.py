@@ -66,7 +66,7 @@ def _laplacian(dims: tuple[int, ...], blocksize: Any, grid: ProcessGrid | None, 
     return from_coo(r, c, v, (n, n), blocksize=blocksize, grid=grid, dtype=check_dtype(dtype))
 
 
-def poisson2d(nx: int, ny: int | None = None, *, blocksize: Any = 64, convection: float = 0.0,
+def poisson2d(nx: int, ny: int | None = None, *, blocksize: Any = None, convection: float = 0.0,
               dtype: Any = np.float64, grid: ProcessGrid | None = None) -> BlockSparseMatrix:
     """The 5-point Laplacian on an ``nx x ny`` grid (``n = nx * ny`` unknowns).
 
@@ -77,7 +77,7 @@ def poisson2d(nx: int, ny: int | None = None, *, blocksize: Any = 64, convection
     return _laplacian((ny if ny is not None else nx, nx), blocksize, grid, dtype, convection)
 
 
-def poisson3d(nx: int, ny: int | None = None, nz: int | None = None, *, blocksize: Any = 64,
+def poisson3d(nx: int, ny: int | None = None, nz: int | None = None, *, blocksize: Any = None,
               convection: float = 0.0, dtype: Any = np.float64,
               grid: ProcessGrid | None = None) -> BlockSparseMatrix:
     """The 7-point Laplacian on an ``nx x ny x nz`` grid. Collective over the grid."""

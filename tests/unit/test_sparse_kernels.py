@@ -59,3 +59,9 @@ def test_local_product_matches_dense(bs, k):
     for t in range(li.size):
         dense[li[t] * bs:(li[t] + 1) * bs, pos[t] * bs:(pos[t] + 1) * bs] = data[t]
     assert np.allclose(Y.reshape(-1, k), dense @ Xn.reshape(-1, k))
+
+
+def test_default_blocksize():
+    assert check_blocksize(None, (10, 3)) == 10
+    assert check_blocksize(None, (1000, 3)) == 64
+    assert check_blocksize(None, (0, 0)) == 1
