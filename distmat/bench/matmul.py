@@ -25,7 +25,6 @@ header says which BLAS library and kernel ran.  Rows also go to ``--out`` as JSO
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
@@ -38,6 +37,7 @@ from threadpoolctl import threadpool_limits
 
 import distmat as dm
 from distmat import threads
+from distmat.bench.common import append_jsonl, wait_quietly
 from distmat.freivalds import Freivalds
 from distmat.summa_plan import DEFAULT_PANEL, model_bytes
 
@@ -61,13 +61,6 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--grid", type=int, nargs=2, default=None, metavar=("PR", "PC"))
     p.add_argument("--out", default="results/matmul.jsonl", help="JSON Lines file ('' = none)")
     return p.parse_args(argv)
-
-
-def _wait_quietly(comm: MPI.Comm) -> None:
-    """Barrier that sleeps instead of spinning (so waiting ranks leave the cores alone)."""
-    req = comm.Ibarrier()
-    while not req.Test():
-        time.sleep(0.005)
 
 
 def numpy_gflops(n: int, dtype: np.dtype, reps: int) -> float:
@@ -171,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 npg[0] = numpy_gflops(n, dtype, max(1, args.reps))
                 grid.comm.Ibarrier().Wait()
             else:
-                _wait_quietly(grid.comm)
+                wait_quietly(grid.comm)
             grid.comm.Bcast(npg, 0)
             for form in args.form:
                 say(f"# progress: n={n} {dtname} {form}", err=True)
@@ -190,11 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{100 * r['mpi_share']:>5.1f} {r['check']:>8.2g} "
                     f"{'PASSED' if r['passed'] else 'FAILED':>7}")
     if rank0 and args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        say(f"# wrote {len(rows)} rows to {args.out}")
+        say(f"# wrote {append_jsonl(args.out, rows)} rows to {args.out}")
     say(f"# {'all PASSED' if allok else 'some FAILED'}")
     grid.free()
     return 0 if allok else 1

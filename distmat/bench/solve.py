@@ -24,8 +24,6 @@ Each rank runs one BLAS thread (threadpoolctl).  Rows also go to ``--out`` as JS
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -36,6 +34,7 @@ from mpi4py import MPI
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import distmat as dm
+from distmat.bench.common import append_jsonl, wait_quietly
 from distmat.linalg.refine import residual
 
 KINDS = ("lu", "chol", "mixed", "mixed-pos")
@@ -55,13 +54,6 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--grid", type=int, nargs=2, default=None, metavar=("PR", "PC"))
     p.add_argument("--out", default="results/solve.jsonl", help="JSON Lines file ('' = none)")
     return p.parse_args(argv)
-
-
-def _wait_quietly(comm: MPI.Comm) -> None:
-    """Barrier that sleeps instead of spinning (so waiting ranks leave the cores alone)."""
-    req = comm.Ibarrier()
-    while not req.Test():
-        time.sleep(0.005)
 
 
 def _flops(kind: str, n: int) -> float:
@@ -187,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                     g[0] = scipy_gflops(base, n, max(1, args.reps))
                     grid.comm.Ibarrier().Wait()
                 else:
-                    _wait_quietly(grid.comm)
+                    wait_quietly(grid.comm)
                 grid.comm.Bcast(g, 0)
                 ref_cache[(base, n)] = float(g[0])
             ref = ref_cache[(base, n)]
@@ -211,11 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{100 * r['mpi_share']:>5.1f} {r['resid']:>8.2g} "
                 f"{r.get('iterations', '-')!s:>5} {'PASSED' if r['passed'] else 'FAILED':>7}")
     if rank0 and args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        say(f"# wrote {len(rows)} rows to {args.out}")
+        say(f"# wrote {append_jsonl(args.out, rows)} rows to {args.out}")
     say(f"# {'all PASSED' if allok else 'some FAILED'}")
     limiter.restore_original_limits()
     grid.free()
