@@ -78,6 +78,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    choices=["spmm", "spgemm", "cg"])
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--no-scipy", action="store_true", help="skip the scipy reference runs")
+    p.add_argument("--scipy-max-gflop", type=float, default=20.0,
+                   help="skip scipy's spgemm reference (slow, one core) above this many GFLOP")
     p.add_argument("--out", default=None, help="JSON Lines output file")
     return p.parse_args(argv)
 
@@ -185,7 +187,8 @@ def bench_spgemm(grid: dm.ProcessGrid, args: argparse.Namespace, n: int, bs: int
     row = _row("spgemm", n=n, bs=bs, density=d, k=None, eps=eps, time=t,
                gflops=info["flops"] / t / 1e9, mb_sent=mb, skipped=info["skipped"],
                dropped_blocks=info["dropped_blocks"])
-    if not args.no_scipy:
+    if not args.no_scipy and info["flops"] + 2 * info["skipped"] * bs ** 3 \
+            <= args.scipy_max_gflop * 1e9:
         Sg, Tg = S.gather(root=0, format="bsr"), T.gather(root=0, format="bsr")
         Cg = C.gather(root=0, format="csr")
         tb, ref = _scipy_time(grid, lambda: Sg @ Tg, 1)
