@@ -23,11 +23,11 @@ def append_jsonl(path: str, rows: Iterable[dict]) -> int:
     """Append ``rows`` to the JSON Lines file ``path`` in one write; returns the row count.
 
     The lines are built first and written with a single call, so an interrupted benchmark
-    never leaves half a record behind.
+    never leaves half a record behind.  numpy scalars are written as floats.
     """
     rows = list(rows)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    text = "".join(json.dumps(r) + "\n" for r in rows)
+    text = "".join(json.dumps(r, default=float) + "\n" for r in rows)
     with open(path, "a") as f:
         f.write(text)
     return len(rows)

@@ -34,7 +34,6 @@ scipy's single-process BSR product; CG time per iteration at most 0.6x scipy's.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
@@ -46,6 +45,7 @@ from mpi4py import MPI
 from threadpoolctl import threadpool_limits
 
 import distmat as dm
+from distmat.bench.common import append_jsonl, wait_quietly
 
 HEAD = (f"# {'case':<8}{'n':>8}{'bs':>5}{'dens':>7}{'k':>5}{'eps':>8}{'time s':>11}"
         f"{'GFLOP/s':>9}{'scipy bsr s':>12}{'xbsr':>7}{'scipy csr s':>12}{'xcsr':>7}"
@@ -84,12 +84,6 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _wait_quietly(comm: MPI.Comm) -> None:
-    req = comm.Ibarrier()
-    while not req.Test():
-        time.sleep(0.005)
-
-
 def _timed(grid: dm.ProcessGrid, fn: Any, reps: int) -> tuple[float, Any]:
     """Best over ``reps`` of the slowest rank's time of ``fn()`` (after a warm-up)."""
     out = fn()
@@ -116,7 +110,7 @@ def _scipy_time(grid: dm.ProcessGrid, fn: Any, reps: int) -> tuple[float, Any]:
                 out = fn()
                 best = min(best, time.perf_counter() - t0)
             t = best
-    _wait_quietly(grid.comm)
+    wait_quietly(grid.comm)
     return t, out
 
 
@@ -276,10 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         say(_fmt(row))
         rows.append(row)
     if args.out and grid.rank == 0:
-        with open(args.out, "a") as fh:
-            for r in rows:
-                fh.write(json.dumps({**r, "ranks": grid.size, "grid": list(grid.shape)},
-                                    default=float) + "\n")
+        append_jsonl(args.out, ({**r, "ranks": grid.size, "grid": list(grid.shape)}
+                                for r in rows))
     grid.free()
     return 1 if failed else 0
 
