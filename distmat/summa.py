@@ -96,7 +96,7 @@ def matmul(A: DistMatrix, B: DistMatrix, *, trans_a: bool | str = False,
         redistributed to match it).  The result is written into ``out.local`` in place.
     panel : int, optional
         Panel width: how many indices of the looped dimension one SUMMA step handles
-        **(global)**; default :data:`distmat.summa_plan.DEFAULT_PANEL` (512).  Independent of
+        **(global)**; default :data:`distmat.summa_plan.DEFAULT_PANEL` (1024).  Independent of
         the block size.
     verify : bool
         Check the result with Freivalds' random projection (``O(n^2)`` extra work, no
