@@ -4,16 +4,14 @@ ScaLAPACK's thresholds: Cholesky factorization ||A - L L^T|| / (||A|| n eps) <= 
 ||A X - B|| / (||A|| ||X|| n eps) <= 3; triangular solve ||T X - B|| / (||T|| ||X|| n eps) <= 1.
 """
 
-import itertools
-from contextlib import contextmanager
 from functools import partial
 
 import numpy as np
 import pytest
 import scipy.linalg as sla
+from linalg_cases import inf, sample_cases, trsm_path
 
 import distmat as dm
-from distmat.linalg import triangular as tri
 from distmat.testing import assert_all, scaled_error, subgrids
 
 pytestmark = pytest.mark.mpi
@@ -24,28 +22,8 @@ PANELS = [1, 2, 3, 5, 8, 16, None]
 NRHS = [1, 3, 8, 17, 30]
 
 
-def inf(x):
-    return np.linalg.norm(x, np.inf) if x.size else 0.0
-
-
-@contextmanager
-def trsm_path(replicated):
-    """Solve with the replicated-right-hand-side TRSM (True) or the distributed one (False)."""
-    old = tri.REPLICATE_NRHS
-    tri.REPLICATE_NRHS = old if replicated else -1
-    try:
-        yield
-    finally:
-        tri.REPLICATE_NRHS = old
-
-
 def _cases(shape, count, salt):
-    all_cases = [c for c in itertools.product(SIZES, BLOCKS, PANELS, NRHS,
-                                              (np.float64, np.float32))
-                 if -(-c[0] // (c[2] or 128)) <= 12]   # at most 12 panel steps: fast
-    rng = np.random.default_rng(shape[0] * 10 + shape[1] + 100 * salt)
-    pick = rng.choice(len(all_cases), size=count, replace=False)
-    return [all_cases[i] for i in sorted(pick)]
+    return sample_cases(shape, count, SIZES, BLOCKS, PANELS, NRHS, salt)
 
 
 def spd(n, dt, seed):

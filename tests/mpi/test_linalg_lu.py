@@ -7,14 +7,12 @@ Every rank builds the same inputs from a fixed seed; cases are sampled determini
 grid so each file stays fast at 4 ranks.
 """
 
-import itertools
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from linalg_cases import inf, sample_cases, trsm_path
 
 import distmat as dm
-from distmat.linalg import triangular as tri
 from distmat.testing import assert_all, scaled_error, subgrids
 
 pytestmark = pytest.mark.mpi
@@ -24,21 +22,6 @@ SIZES = [1, 2, 3, 5, 8, 13, 21, 34, 47, 60]
 BLOCKS = [(1, 1), (2, 3), (3, 2), (4, 4), (5, 7), (7, 1), (6, 5), (7, 7)]
 PANELS = [1, 2, 3, 4, 7, 16, None]
 NRHS = [1, 2, 5, 11, 30]
-
-
-def inf(x):
-    return np.linalg.norm(x, np.inf) if x.size else 0.0
-
-
-@contextmanager
-def trsm_path(replicated):
-    """Solve with the replicated-right-hand-side TRSM (True) or the distributed one (False)."""
-    old = tri.REPLICATE_NRHS
-    tri.REPLICATE_NRHS = old if replicated else -1
-    try:
-        yield
-    finally:
-        tri.REPLICATE_NRHS = old
 
 
 def lu_ratios(a, lu, perm, b, x, dtype):
@@ -54,13 +37,7 @@ def lu_ratios(a, lu, perm, b, x, dtype):
 
 
 def _cases(shape, count):
-    """A deterministic sample of (n, block, panel, nrhs, dtype) cases for one grid."""
-    all_cases = [c for c in itertools.product(SIZES, BLOCKS, PANELS, NRHS,
-                                              (np.float64, np.float32))
-                 if -(-c[0] // (c[2] or 128)) <= 12]   # at most 12 panel steps: fast
-    rng = np.random.default_rng(shape[0] * 10 + shape[1])
-    pick = rng.choice(len(all_cases), size=count, replace=False)
-    return [all_cases[i] for i in sorted(pick)]
+    return sample_cases(shape, count, SIZES, BLOCKS, PANELS, NRHS)
 
 
 @pytest.mark.grids
