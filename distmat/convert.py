@@ -32,6 +32,9 @@ def _check_root(root: Any, grid: ProcessGrid, allow_none: bool = True) -> None:
 
 
 def _as_2d(a: Any, dtype: Any) -> np.ndarray:
+    if a is None:
+        raise ValueError("a is None on the rank that must hold the matrix (root, or every "
+                         "rank with root=None); pass the 2-D array there")
     arr = np.asarray(a)
     if arr.ndim != 2:
         raise ValueError(f"a must be a 2-D array, got an array of shape {arr.shape}")

@@ -114,6 +114,10 @@ def _darray(comm_rank: int, shape: tuple[int, int], block: tuple[int, int],
 
 
 def _tmp_name(comm: MPI.Comm, path: Path) -> Path:
+    with _c.agreed(comm):
+        if comm.Get_rank() == 0 and not path.parent.is_dir():
+            raise FileNotFoundError(f"cannot save to {path}: the directory {path.parent} "
+                                    f"does not exist")
     name = comm.bcast(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}" if comm.Get_rank() == 0
                       else None, root=0)
     return path.with_name(name)

@@ -244,6 +244,7 @@ class DistMatrix:
         elif _is_scalar(other):
             a, b = self.local, other
         else:
+            _reject_array(other, name)
             return NotImplemented
         if reflected:
             a, b = b, a
@@ -288,10 +289,15 @@ class DistMatrix:
 
     def __matmul__(self, other: Any) -> DistMatrix:
         if not isinstance(other, DistMatrix):
+            _reject_array(other, "@")
             return NotImplemented
         from .summa import matmul
 
         return matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> DistMatrix:
+        _reject_array(other, "@")
+        return NotImplemented
 
     # ------------------------------------------------------------------ guards
     def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
@@ -310,6 +316,15 @@ class DistMatrix:
     def __repr__(self) -> str:
         return (f"DistMatrix(shape={self._shape}, dtype={self.dtype}, block={self._block}, "
                 f"grid={self._grid.shape}, local_shape={self.local.shape})")
+
+
+def _reject_array(other: Any, op: str) -> None:
+    """TypeError for ``DistMatrix <op> ndarray``: say how to distribute the array instead."""
+    if isinstance(other, (np.ndarray, list, tuple)):
+        shape = np.shape(other)
+        raise TypeError(f"cannot use '{op}' between a DistMatrix and a {type(other).__name__} "
+                        f"of shape {shape}: distribute it first, e.g. "
+                        f"dm.from_global(a, grid=A.grid, block=A.block, root=None)")
 
 
 def _check_shape(shape: Any, name: str = "shape") -> tuple[int, int]:

@@ -39,6 +39,9 @@ def norm(A: DistMatrix, ord: Any = None) -> float:
     float
         The norm (0.0 for an empty matrix); NaN if any entry is NaN.
     """
+    if not isinstance(A, DistMatrix):
+        raise TypeError(f"A must be a DistMatrix, got {type(A).__name__} (use numpy.linalg.norm "
+                        f"for local arrays)")
     try:
         kind = _ORDS[ord]
     except (KeyError, TypeError):

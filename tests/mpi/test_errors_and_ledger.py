@@ -185,3 +185,15 @@ def test_grid_coordinates_and_subcommunicators(comm):
     assert pr * pc == comm.size and pr <= pc
     g.free()
     g.free()  # idempotent
+
+
+def test_numpy_operands_and_missing_inputs_get_clear_errors(comm):
+    with dm.ProcessGrid(comm) as grid:
+        A = dm.ones((3, 3), grid=grid)
+        a = np.ones((3, 3))
+        for fn in (lambda: A @ a, lambda: a @ A, lambda: A + a, lambda: a * A):
+            _raises_everywhere(comm, TypeError, fn, "dm.from_global")
+        _raises_everywhere(comm, TypeError, lambda: dm.norm(a), "DistMatrix")
+        _raises_everywhere(comm, ValueError, lambda: dm.from_global(None, grid=grid), "None")
+        missing = "/nonexistent-distmat-dir/x.npy"
+        _raises_everywhere(comm, FileNotFoundError, lambda: dm.save(A, missing), "does not exist")
