@@ -113,6 +113,22 @@ def _darray(comm_rank: int, shape: tuple[int, int], block: tuple[int, int],
     return dt
 
 
+def _publish(comm: MPI.Comm, tmp: Path, meta_tmp: Path, path: Path,
+             meta: Any) -> None:
+    """Rank 0 writes the sidecar (``meta()`` gives its content), then both temporary files are
+    renamed to their final names.  Each step is agreed, so a failure is raised everywhere and
+    nothing appears under the final name unless every step succeeded."""
+    with _c.agreed(comm):
+        if comm.Get_rank() == 0:
+            meta_tmp.write_text(json.dumps(meta()) + "\n")
+        if _before_rename is not None:
+            _before_rename()
+    with _c.agreed(comm):
+        if comm.Get_rank() == 0:
+            os.replace(meta_tmp, Path(str(path) + META_SUFFIX))
+            os.replace(tmp, path)
+
+
 def _tmp_name(comm: MPI.Comm, path: Path) -> Path:
     with _c.agreed(comm):
         if comm.Get_rank() == 0 and not path.parent.is_dir():
@@ -168,19 +184,11 @@ def save(A: DistMatrix, path: str | os.PathLike) -> None:
             _write_body(fh, A, len(header))
             fh.Close()
             fh = None
-            with _c.agreed(comm):
-                if comm.Get_rank() == 0:
-                    meta = {"format": _FORMAT, "shape": list(A.shape),
-                            "dtype": np.lib.format.dtype_to_descr(A.dtype),
-                            "checksum": total, "header_bytes": len(header),
-                            "file_bytes": len(header) + A.size * A.dtype.itemsize}
-                    meta_tmp.write_text(json.dumps(meta) + "\n")
-                if _before_rename is not None:
-                    _before_rename()
-            with _c.agreed(comm):
-                if comm.Get_rank() == 0:
-                    os.replace(meta_tmp, Path(str(path) + META_SUFFIX))
-                    os.replace(tmp, path)
+            _publish(comm, tmp, meta_tmp, path, lambda: {
+                "format": _FORMAT, "shape": list(A.shape),
+                "dtype": np.lib.format.dtype_to_descr(A.dtype),
+                "checksum": total, "header_bytes": len(header),
+                "file_bytes": len(header) + A.size * A.dtype.itemsize})
         except BaseException:
             if fh is not None:
                 try:
@@ -426,20 +434,14 @@ def save_sparse(S: Any, path: str | os.PathLike) -> None:
         tmp = tmp.with_name(tmp.name + ".npz")
         meta_tmp = tmp.with_name(tmp.name + META_SUFFIX)
         try:
-            with _c.agreed(comm):
-                if comm.Get_rank() == 0:
-                    scipy.sparse.save_npz(str(tmp), G, compressed=False)
-                    meta = {"format": _SPARSE_FORMAT, "shape": list(S.shape),
-                            "dtype": np.lib.format.dtype_to_descr(S.dtype),
-                            "blocksize": int(S.bs), "nnz": int(G.nnz),
-                            "checksum": _sparse_digest(G)}
-                    meta_tmp.write_text(json.dumps(meta) + "\n")
-                if _before_rename is not None:
-                    _before_rename()
-            with _c.agreed(comm):
-                if comm.Get_rank() == 0:
-                    os.replace(meta_tmp, Path(str(path) + META_SUFFIX))
-                    os.replace(tmp, path)
+            def meta() -> dict:
+                scipy.sparse.save_npz(str(tmp), G, compressed=False)
+                return {"format": _SPARSE_FORMAT, "shape": list(S.shape),
+                        "dtype": np.lib.format.dtype_to_descr(S.dtype),
+                        "blocksize": int(S.bs), "nnz": int(G.nnz),
+                        "checksum": _sparse_digest(G)}
+
+            _publish(comm, tmp, meta_tmp, path, meta)
         except BaseException:
             if comm.Get_rank() == 0:
                 for p in (tmp, meta_tmp):
