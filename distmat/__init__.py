@@ -8,6 +8,7 @@
 
 from . import (
     linalg,  # layer 3: dense solvers (dm.linalg.solve, ...)
+    optim,  # layer 3: optimizers updating DistMatrix parameters in place (dm.optim.SGD, ...)
     sparse,  # layers 2-3: block-sparse matrices, products, Krylov solvers (dm.sparse)
 )
 from .convert import from_global, gather, redistribute, transpose
@@ -50,6 +51,7 @@ __all__ = [
     "profile",
     "sparse",
     "linalg",
+    "optim",
     "save",
     "load",
     "DistmatError",
