@@ -1,0 +1,73 @@
+"""The model-parallel MLP example (examples/mlp.py) at small size.
+
+The communicator is split into sub-communicators of 1, 2, 3 and 4 ranks (as many as the run
+has); each trains the same network on its own grid.  The loss curves must fall and agree to
+float32 rounding across rank counts and grid shapes.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distmat.testing import assert_all, subgrids
+
+pytestmark = pytest.mark.mpi
+
+_PATH = Path(__file__).resolve().parents[2] / "examples" / "mlp.py"
+_spec = importlib.util.spec_from_file_location("distmat_example_mlp", _PATH)
+mlp = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mlp)
+
+SMALL = dict(samples=120, features=10, hidden=(12, 9), classes=5, epochs=6, batch=40,
+             block=4, seed=3, separation=1.0)
+#: one grid per rank count, plus the transposed 2-rank grid
+SHAPES = [(1, 1), (1, 2), (2, 1), (1, 3), (2, 2)]
+
+
+def _curves(comm, **kw):
+    """Train on each sub-grid; every rank gets ``{shape: curve or error text}``."""
+    out = {}
+    for shape, grid in subgrids(comm, SHAPES):
+        res = None
+        if grid is not None:
+            try:
+                res = mlp.train(grid, **kw)
+            except Exception as e:  # noqa: BLE001 - reported below on every rank
+                res = f"{type(e).__name__}: {e}"
+        out[shape] = comm.bcast(res, root=0)  # rank 0 is in every sub-grid
+    return out
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adagrad"])
+def test_loss_falls_and_is_the_same_on_every_grid(comm, optimizer):
+    curves = _curves(comm, optimizer=optimizer, **SMALL)
+    errors = [f"{s}: {c}" for s, c in curves.items() if isinstance(c, str)]
+    assert_all(comm, not errors, "; ".join(errors))
+    ref = np.array(curves[(1, 1)])
+    bad = []
+    if ref.shape != (SMALL["epochs"],) or not np.all(np.isfinite(ref)):
+        bad.append(f"1-rank curve {ref}")
+    elif not (np.all(np.diff(ref) < 0) and ref[-1] < 0.6 * ref[0]):
+        bad.append(f"loss does not fall: {ref}")
+    for shape, c in curves.items():
+        if not np.allclose(c, ref, rtol=1e-4, atol=0):
+            bad.append(f"grid {shape} curve {np.array(c)} differs from 1 rank {ref}")
+    assert_all(comm, not bad, "; ".join(bad))
+    assert len(curves) == sum(1 for s in SHAPES if s[0] * s[1] <= comm.Get_size())
+
+
+def test_command_line_prints_loss_per_epoch(comm, capsys):
+    argv = ["--samples", "64", "--features", "6", "--hidden", "8", "--classes", "3",
+            "--epochs", "4", "--batch", "32", "--block", "4", "--optimizer", "rmsprop",
+            "--separation", "0.8"]
+    curve = mlp.main(argv, comm=comm)
+    out = capsys.readouterr().out.splitlines()
+    ok = len(curve) == 4 and curve[-1] < curve[0]
+    if comm.Get_rank() == 0:
+        ok = ok and out[0].startswith("# MLP") and len(out) == 5 and all(
+            f"loss {v:.6f}" in line for v, line in zip(curve, out[1:], strict=True))
+    else:
+        ok = ok and out == []
+    assert_all(comm, ok, f"curve {curve}, output {out}")
