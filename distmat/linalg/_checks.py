@@ -51,11 +51,26 @@ def check_finite(*named: tuple[DistMatrix, str]) -> None:
     One all-reduce decides for all of them; the message names the first offending argument.
     """
     grid = named[0][0].grid
-    flags = np.array([0 if np.isfinite(m.local).all() else 1 for m, _ in named], dtype=np.int32)
+    flags = np.array([0 if _all_finite(m.local) else 1 for m, _ in named], dtype=np.int32)
     _c.allreduce(grid.comm, flags, MPI.MAX)
     for (_, name), bad in zip(named, flags, strict=True):
         if bad:
             raise ValueError(f"{name} must not contain infs or NaNs (check_finite=True)")
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    """True if ``x`` holds no NaN or Inf.
+
+    A finite sum proves it without a boolean temporary the size of ``x`` (NaN and Inf
+    propagate through a sum); only an infinite or NaN sum, which overflow of large finite
+    values can also give, needs the element-wise test.
+    """
+    if x.size == 0:
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(x.sum()):
+            return True
+    return bool(np.isfinite(x).all())
 
 
 def common_dtype(*mats: DistMatrix) -> np.dtype:
