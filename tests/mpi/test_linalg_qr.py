@@ -153,3 +153,128 @@ def _raises(exc, fn, *words):
     except Exception as e:  # noqa: BLE001
         return f"raised {type(e).__name__}: {e}"
     return f"did not raise {exc.__name__}"
+
+
+# ------------------------------------------------------------------------ dm.linalg.qr
+
+SIZES = [1, 2, 3, 5, 8, 13, 21, 34, 47, 60]
+BLOCKS = [(1, 1), (2, 3), (3, 2), (4, 4), (5, 7), (7, 1), (6, 5), (7, 7), (1, 6)]
+
+
+def _qr_cases(shape, count):
+    """A deterministic sample of (m, n, block, dtype) over tall, square and wide shapes.
+
+    At most ~25 panel steps per case (a step is several collectives; ranks oversubscribe).
+    """
+    import itertools
+
+    cases = [c for c in itertools.product(SIZES, SIZES, BLOCKS, (np.float64, np.float32))
+             if min(c[0], c[1]) / c[2][1] <= 25]
+    rng = np.random.default_rng(shape[0] * 10 + shape[1])
+    pick = rng.choice(len(cases), size=count, replace=False)
+    return [cases[i] for i in sorted(pick)]
+
+
+@pytest.mark.grids
+def test_qr_householder_sweep(comm):
+    """Blocked Householder QR over sizes 1..60 (tall, square, wide), blocks 1..7."""
+    for shape, grid in subgrids(comm):
+        bad = []
+        if grid is not None:
+            cases = _qr_cases(shape, 14) + [(60, 60, (7, 7), np.float64),
+                                            (13, 60, (2, 3), np.float32),
+                                            (60, 8, (1, 1), np.float64)]
+            for m, n, block, dt in cases:
+                a = _matrix(m, n, dt, m * 61 + n)
+                A = dm.from_global(a, grid=grid, block=block, root=None)
+                Q, R = dm.linalg.qr(A, method="householder")
+                q, r = Q.gather(None), R.gather(None)
+                fac, orth = qr_ratios(a, q, r, dt)
+                k = min(m, n)
+                r_only = dm.linalg.qr(A, mode="r", method="householder").gather(None)
+                ok = (fac <= THRESH and orth <= THRESH and q.shape == (m, k)
+                      and r.shape == (k, n) and np.array_equal(r, np.triu(r))
+                      and np.all(np.diagonal(r) >= 0) and Q.block == block and R.block == block
+                      and q.dtype == dt and r.dtype == dt and np.array_equal(r_only, r))
+                if not ok:
+                    bad.append(f"m={m} n={n} block={block} {np.dtype(dt).name}: "
+                               f"fac {fac:.3g} orth {orth:.3g}")
+        assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad[:3]))
+
+
+def test_qr_auto_tsqr_panels_and_complex(comm):
+    """method='auto' picks TSQR for tall-skinny; panel widths; complex128; R matches numpy."""
+    from distmat.linalg.qr import choose_method
+
+    ok_rule = (choose_method((1000, 32)) == "tsqr" and choose_method((100, 60)) == "householder"
+               and choose_method((60, 100)) == "householder"
+               and choose_method((10 ** 6, 300)) == "householder")
+    assert_all(comm, ok_rule, "choose_method rule")
+    for shape, grid in subgrids(comm, [(1, 1), (2, 2), (1, 3), (3, 1), (2, 1)]):
+        bad = []
+        if grid is not None:
+            for m, n, block, method, panel, dt in [
+                    (200, 12, (9, 4), "auto", None, np.float64),
+                    (200, 12, (9, 4), "tsqr", None, np.float32),
+                    (45, 37, (8, 8), "householder", 3, np.float64),
+                    (45, 37, (8, 8), "householder", 100, np.float64),
+                    (31, 40, (4, 6), "householder", None, np.complex128),
+                    (90, 20, (5, 5), "auto", None, np.complex128)]:
+                a = _matrix(m, n, dt, m + n)
+                A = dm.from_global(a, grid=grid, block=block, root=None)
+                with dm.profile(grid) as prof:
+                    Q, R = dm.linalg.qr(A, method=method, panel=panel)
+                q, r = Q.gather(None), R.gather(None)
+                fac, orth = qr_ratios(a, q, r, dt)
+                r_np = np.linalg.qr(a.astype(np.complex128 if np.iscomplexobj(a)
+                                             else np.float64), mode="r")
+                ph = np.diagonal(r_np) / np.abs(np.diagonal(r_np))
+                r_np = np.conj(ph)[:, None] * r_np
+                tol = 100 * np.finfo(dt).eps * np.abs(r_np).max() * max(m, n)
+                if not (fac <= THRESH and orth <= THRESH and np.abs(r - r_np).max() <= tol
+                        and set(prof.ops) <= {"qr"} and R.block == block):
+                    bad.append(f"m={m} n={n} {method} panel={panel} {np.dtype(dt).name}: "
+                               f"fac {fac:.3g} orth {orth:.3g} ops {sorted(prof.ops)}")
+        assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
+
+
+def test_qr_smaller_than_grid(comm):
+    """Matrices with fewer rows or columns than the grid (ranks with empty local arrays)."""
+    for shape, grid in subgrids(comm, [(2, 2), (1, 4), (4, 1), (2, 1), (1, 3), (3, 1)]):
+        bad = []
+        if grid is not None:
+            for m, n in [(1, 1), (1, 3), (3, 1), (2, 2), (1, 5), (5, 2)]:
+                a = _matrix(m, n, np.float64, 3 * m + n)
+                A = dm.from_global(a, grid=grid, block=(1, 1), root=None)
+                for method in ("householder", "auto"):
+                    Q, R = dm.linalg.qr(A, method=method)
+                    fac, orth = qr_ratios(a, Q.gather(None), R.gather(None), np.float64)
+                    if not (fac <= THRESH and orth <= THRESH):
+                        bad.append(f"m={m} n={n} {method}: {fac:.3g} {orth:.3g}")
+            Z = dm.zeros((6, 4), grid=grid, block=(2, 2))  # zero columns: H = I, R = 0
+            Q, R = dm.linalg.qr(Z, method="householder")
+            q = Q.gather(None)
+            if not (np.allclose(q.T @ q, np.eye(4)) and not np.any(R.gather(None))):
+                bad.append("zero matrix")
+        assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
+
+
+def test_qr_argument_errors(comm):
+    with dm.ProcessGrid(comm) as grid:
+        A = dm.random((7, 5), seed=1, grid=grid)
+        W = dm.random((5, 7), seed=1, grid=grid)
+        checks = [
+            _raises(ValueError, lambda: dm.linalg.qr(A, mode="complete"), "mode", "complete"),
+            _raises(ValueError, lambda: dm.linalg.qr(A, mode="raw"), "mode"),
+            _raises(ValueError, lambda: dm.linalg.qr(A, method="givens"), "method"),
+            _raises(ValueError, lambda: dm.linalg.qr(A, panel=0), "panel"),
+            _raises(TypeError, lambda: dm.linalg.qr(np.ones((3, 3))), "DistMatrix"),
+            _raises(dm.ShapeMismatchError, lambda: dm.linalg.qr(W, method="tsqr"), "(5, 7)"),
+        ]
+        for bad_value in (np.nan, np.inf):
+            T = A.copy()
+            if grid.rank == grid.size - 1 and T.local.size:
+                T.local[0, 0] = bad_value
+            checks.append(_raises(ValueError, lambda T=T: dm.linalg.qr(T), "infs"))
+        bad = [c for c in checks if c]
+        assert_all(comm, not bad, "; ".join(bad))

@@ -1,0 +1,315 @@
+"""QR factorization of a block-cyclic matrix: blocked Householder (the pdgeqrf scheme) or TSQR.
+
+Blocked Householder, right-looking.  A step factors a panel of up to ``panel`` columns that
+lies inside one storage block column, so one process column owns it:
+
+1. **panel** (inside the owning process column): on one process row LAPACK ``geqrf`` factors
+   the local panel; on several, column by column as ScaLAPACK's ``pdgeqr2``: one all-reduce
+   over the column communicator per column carries the squared norm of the column below the
+   diagonal, the diagonal entry, ``x^H A_rest`` and the diagonal row of the rest of the panel,
+   from which every rank forms the same Householder reflector and updates its rows;
+2. **compact WY**: ``T`` (``kw x kw``, upper triangular) with ``H_1 ... H_kw = I - V T V^H``,
+   from ``V^H V`` (one more small all-reduce over the column communicator);
+3. **broadcast** of ``V`` (this process row's rows) and ``T`` along the grid row;
+4. **trailing update**: ``W = V^H A2`` (local GEMM, one all-reduce over the column
+   communicator), then ``A2 -= V (T^H W)`` (one local GEMM).
+
+``Q`` (``mode="reduced"``) is formed like LAPACK ``orgqr``: start from the first ``k`` columns
+of the identity and apply the block reflectors last to first, each with one all-reduce over
+the column communicator and two GEMMs (the ``V`` panels are kept from the factorization).
+Both paths return ``R`` with a real non-negative diagonal (one small all-reduce), so the
+factors do not depend on the grid or the path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import lapack
+
+from .. import comm as _c
+from ..errors import ShapeMismatchError
+from ..layout import Layout
+from ..matrix import DistMatrix
+from . import _checks
+from ._panels import Index
+from .tsqr import tsqr
+
+__all__ = ["qr", "choose_method", "TSQR_MIN_ASPECT", "TSQR_MAX_COLS"]
+
+#: ``method="auto"`` uses TSQR when ``m >= TSQR_MIN_ASPECT * n`` and ``n <= TSQR_MAX_COLS``.
+TSQR_MIN_ASPECT = 4
+TSQR_MAX_COLS = 256
+
+_MODES = ("reduced", "r")
+_METHODS = ("auto", "householder", "tsqr")
+
+
+def choose_method(shape: tuple[int, int]) -> str:
+    """The algorithm ``qr(method="auto")`` runs for a matrix of this global shape.
+
+    ``"tsqr"`` for tall-skinny matrices (``m >= 4 n`` and ``n <= 256``: the local QRs do all
+    the flops, the tree moves ``O(n^2 log P)`` words and ``R`` is small enough to replicate),
+    ``"householder"`` otherwise.
+    """
+    m, n = shape
+    return "tsqr" if m >= TSQR_MIN_ASPECT * n and n <= TSQR_MAX_COLS else "householder"
+
+
+def qr(a: DistMatrix, mode: str = "reduced", *, method: str = "auto",
+       check_finite: bool = True, panel: int | None = None
+       ) -> tuple[DistMatrix, DistMatrix] | DistMatrix:
+    """QR factorization ``a = Q R`` (numpy.linalg.qr's modes). Collective over the grid.
+
+    Parameters
+    ----------
+    a : DistMatrix
+        ``m x n`` matrix, any shape **(global)**; not modified.
+    mode : {"reduced", "r"}
+        "reduced": return ``(Q, R)`` with ``Q`` ``m x k`` (orthonormal columns) and ``R``
+        ``k x n`` upper triangular (trapezoidal when wide), ``k = min(m, n)``; "r": return
+        ``R`` only **(global)**.
+    method : {"auto", "householder", "tsqr"}
+        Algorithm **(global)**: "tsqr" needs ``m >= n``; "auto" picks it when
+        ``m >= 4 n`` and ``n <= 256`` (see :func:`choose_method`), else blocked Householder.
+    check_finite : bool
+        Raise ValueError if ``a`` holds NaN or Inf (one all-reduce) **(global)**.
+    panel : int, optional
+        Blocked Householder: columns per step **(global)**; default (and at most) the
+        storage block's column count, since a panel lives in one process column.
+
+    Returns
+    -------
+    (Q, R) or R : DistMatrix
+        On ``a``'s grid with ``a``'s block.  ``diag(R)`` is real and non-negative.
+
+    Raises
+    ------
+    TypeError
+        If ``a`` is not a DistMatrix.
+    ValueError
+        For a bad ``mode``, ``method`` or ``panel`` (before any message); NaN or Inf with
+        ``check_finite``.
+    ShapeMismatchError
+        ``method="tsqr"`` on a wide matrix.
+    """
+    _checks.require_matrix(a, "a")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be 'reduced' or 'r', got {mode!r} (numpy.linalg.qr's "
+                         f"'complete' and 'raw' are not supported)")
+    if method not in _METHODS:
+        raise ValueError(f"method must be 'auto', 'householder' or 'tsqr', got {method!r}")
+    panel = _checks.check_panel(panel)
+    m, n = a.shape
+    if method == "auto":
+        method = choose_method(a.shape)
+    if method == "tsqr" and m < n:
+        raise ShapeMismatchError(f"method='tsqr' needs a tall matrix (m >= n), got shape "
+                                 f"{a.shape}")
+    want_q = mode == "reduced"
+    with _c.operation("qr"):
+        if check_finite:
+            _checks.check_finite((a, "a"))
+        if method == "tsqr":
+            Q, R = tsqr(a, want_q=want_q)
+            Rd = replicated_to_dist(R, a.grid, a.block)
+            return (Q, Rd) if want_q else Rd
+        dtype = _checks.common_dtype(a)
+        work = DistMatrix._wrap(np.array(a.local, dtype=dtype, order="C"), a.shape, a.block,
+                                a.grid)
+        refl = geqrf(work, panel, keep=want_q)
+        R = _extract_r(work)
+        p = _diag_phases(R)
+        R.local *= np.conj(p)[R.global_rows][:, None]
+        if not want_q:
+            return R
+        Q = orgqr(work, refl)
+        Q.local *= p[Q.global_cols][None, :]
+    return Q, R
+
+
+def replicated_to_dist(R: np.ndarray, grid, block: tuple[int, int]) -> DistMatrix:
+    """``R`` (the same on every rank) as a DistMatrix on ``grid`` with ``block`` (no message)."""
+    lay = Layout(R.shape, block, grid.shape)
+    local = np.ascontiguousarray(R[np.ix_(lay.rows(grid.myrow), lay.cols(grid.mycol))])
+    return DistMatrix._wrap(local, R.shape, block, grid)
+
+
+class Reflectors:
+    """The block reflectors of a blocked QR: per panel ``(k0, kw, V rows here, T)``."""
+
+    def __init__(self) -> None:
+        self.panels: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+
+
+def geqrf(a: DistMatrix, panel: int | None = None, keep: bool = True) -> Reflectors:
+    """Overwrite ``a`` with ``R`` (on and above the diagonal) and the reflectors (below).
+
+    Collective over the grid (internal).  Returns the panels' ``V`` and ``T`` when ``keep``.
+    """
+    m, n = a.shape
+    k = min(m, n)
+    grid = a.grid
+    idx = Index(a.layout, grid)
+    A = a.local
+    nb = a.block[1]
+    w = min(panel or nb, nb)
+    refl = Reflectors()
+    pr, pc = grid.shape
+    k0 = 0
+    while k0 < k:
+        kw = min(w, nb - k0 % nb, k - k0)
+        owner = int(a.layout.col_owner(k0))
+        lr0 = idx.row_start(k0)
+        nloc = A.shape[0] - lr0
+        if grid.mycol == owner:
+            lc0 = idx.col_start(k0)
+            V, T = _factor_panel(idx, A, k0, kw, lr0, lc0)
+        if pc > 1:
+            buf = np.empty(nloc * kw + kw * kw, dtype=A.dtype)
+            if grid.mycol == owner:
+                buf[:nloc * kw] = V.ravel()
+                buf[nloc * kw:] = T.ravel()
+            if buf.size:
+                _c.bcast(grid.row_comm, buf, owner)
+            V = buf[:nloc * kw].reshape(nloc, kw)
+            T = buf[nloc * kw:].reshape(kw, kw)
+        lct = idx.col_start(k0 + kw)
+        if lct < A.shape[1]:
+            A2 = A[lr0:, lct:]
+            W = V.conj().T @ A2
+            if pr > 1:
+                _c.allreduce(grid.col_comm, W)
+            A2 -= V @ (T.conj().T @ W)
+        if keep:
+            refl.panels.append((k0, kw, V, T))
+        k0 += kw
+    return refl
+
+
+def _factor_panel(idx: Index, A: np.ndarray, k0: int, kw: int, lr0: int, lc0: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Factor the panel ``A[k0:, k0:k0+kw]`` in place inside its process column.
+
+    Collective over the column communicator.  Returns ``V`` (this rank's panel rows, unit
+    lower trapezoidal, explicit) and ``T``.
+    """
+    grid = idx.grid
+    P = A[lr0:, lc0:lc0 + kw]
+    grows = idx.myrows[lr0:]
+    gcols = k0 + np.arange(kw)
+    if grid.shape[0] == 1:
+        geqrf_ = lapack.get_lapack_funcs("geqrf", dtype=A.dtype)
+        fac, tau, _, info = geqrf_(np.asfortranarray(P), overwrite_a=True)
+        if info < 0:  # pragma: no cover - a LAPACK argument error is a bug here
+            raise RuntimeError(f"geqrf: illegal argument {-info}")
+        P[...] = fac
+        tau = np.asarray(tau[:kw], dtype=A.dtype)
+    else:
+        tau = _panel_columns(idx, P, k0, kw, lr0)
+    below = grows[:, None] > gcols[None, :]
+    V = np.where(below, P, 0).astype(A.dtype)
+    V[grows[:, None] == gcols[None, :]] = 1
+    G = V.conj().T @ V
+    if grid.shape[0] > 1:
+        _c.allreduce(grid.col_comm, G)
+    T = np.zeros((kw, kw), dtype=A.dtype)
+    for j in range(kw):
+        T[j, j] = tau[j]
+        if j:
+            T[:j, j] = -tau[j] * (T[:j, :j] @ G[:j, j])
+    return V, T
+
+
+def _panel_columns(idx: Index, P: np.ndarray, k0: int, kw: int, lr0: int) -> np.ndarray:
+    """The pdgeqr2 loop: one all-reduce over the column communicator per column."""
+    grid = idx.grid
+    layout = idx.layout
+    tau = np.zeros(kw, dtype=P.dtype)
+    for j in range(kw):
+        g = k0 + j
+        a = idx.row_start(g) - lr0            # my first panel row at or below g
+        mine = int(layout.row_owner(g)) == grid.myrow
+        r = kw - j - 1
+        x = P[a:, j]
+        rest = P[a:, j + 1:]
+        s0 = 1 if mine else 0                 # skip the diagonal row in the sums
+        buf = np.zeros(2 + 2 * r, dtype=P.dtype)
+        xs = x[s0:]
+        buf[0] = np.vdot(xs, xs).real
+        if mine:
+            buf[1] = x[0]
+            buf[2 + r:] = rest[0]
+        if r:
+            buf[2:2 + r] = xs.conj() @ rest[s0:]
+        _c.allreduce(grid.col_comm, buf)
+        ssq, alpha = float(buf[0].real), buf[1]
+        if ssq == 0.0 and np.imag(alpha) == 0:
+            continue                          # H = I (tau = 0), as LAPACK's larfg
+        beta = -np.copysign(np.sqrt(abs(alpha) ** 2 + ssq), np.real(alpha))
+        t = (beta - alpha) / beta
+        scale = 1.0 / (alpha - beta)
+        xs *= scale
+        if mine:
+            x[0] = beta
+        tau[j] = t
+        if r:
+            wvec = np.conj(t) * (buf[2 + r:] + np.conj(scale) * buf[2:2 + r])
+            if mine:
+                rest[0] -= wvec
+            rest[s0:] -= np.outer(xs, wvec)
+    return tau
+
+
+def orgqr(a: DistMatrix, refl: Reflectors) -> DistMatrix:
+    """``Q`` (``m x k``) from the reflectors of :func:`geqrf`. Collective over the grid."""
+    m, n = a.shape
+    k = min(m, n)
+    grid = a.grid
+    lay = Layout((m, k), a.block, grid.shape)
+    rows, cols = lay.rows(grid.myrow), lay.cols(grid.mycol)
+    Q = np.zeros((rows.size, cols.size), dtype=a.dtype)
+    ii, jj = _diagonal_positions(rows, cols)
+    Q[ii, jj] = 1
+    for k0, _kw, V, T in reversed(refl.panels):
+        lr0 = int(np.searchsorted(rows, k0))
+        lc0 = int(np.searchsorted(cols, k0))
+        if lc0 == cols.size:
+            continue  # the same on the whole process column
+        Q2 = Q[lr0:, lc0:]
+        W = V.conj().T @ Q2
+        if grid.shape[0] > 1:
+            _c.allreduce(grid.col_comm, W)
+        Q2 -= V @ (T @ W)
+    return DistMatrix._wrap(Q, (m, k), a.block, grid)
+
+
+def _extract_r(a: DistMatrix) -> DistMatrix:
+    """The upper trapezoid of the first ``k`` rows of the factored ``a`` (no message)."""
+    m, n = a.shape
+    k = min(m, n)
+    rows = a.global_rows
+    nr = int(np.searchsorted(rows, k))
+    R = np.array(a.local[:nr])
+    R[rows[:nr, None] > a.global_cols[None, :]] = 0
+    return DistMatrix._wrap(R, (k, n), a.block, a.grid)
+
+
+def _diag_phases(R: DistMatrix) -> np.ndarray:
+    """Unit factors ``p`` of ``diag(R)`` (1 for zero), on every rank. One all-reduce."""
+    k = R.shape[0]
+    d = np.zeros(k, dtype=R.dtype)
+    rows, cols = R.global_rows, R.global_cols
+    ii, jj = _diagonal_positions(rows, cols)
+    d[rows[ii]] = R.local[ii, jj]
+    if R.grid.size > 1 and k:
+        _c.allreduce(R.grid.comm, d)
+    p = np.ones(k, dtype=R.dtype)
+    nz = d != 0
+    p[nz] = d[nz] / np.abs(d[nz])
+    return p
+
+
+def _diagonal_positions(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Local ``(i, j)`` of the diagonal entries among global ``rows`` x ``cols`` (increasing)."""
+    common = np.intersect1d(rows, cols, assume_unique=True)
+    return np.searchsorted(rows, common), np.searchsorted(cols, common)
