@@ -23,6 +23,16 @@ dimensions' blocks differ (or ``out`` has another block), the operand that disag
 redistributed first (one all-to-all of that operand, counted under ``matmul`` in the ledger);
 the panel plan handles differing blocks along the inner dimension of ``A @ B`` without any
 redistribution.
+
+Compressed communication
+------------------------
+With ``comm_dtype=`` the operands are rounded once, elementwise, to the narrower format
+(:class:`distmat.summa_kernels.Codec`) and their panels travel in it (their redistribution
+too, when blocks must be lined up); every rank decodes each panel, its own included, back to
+the product dtype before the GEMM, so the product is that of the rounded operands whatever the
+grid, accumulated in the product dtype.  The partial C panels reduced by the ``A^T B`` and
+``A B^T`` variants and the final transpose of ``A^T B^T`` are results, not operands: they
+travel in the product dtype (rounding them would make the result depend on the grid).
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from . import comm as _c
 from .convert import redistribute, transpose
 from .errors import ShapeMismatchError
 from .matrix import SUPPORTED_DTYPES, DistMatrix, _is_scalar, check_same_grid
-from .summa_kernels import stationary_a, stationary_b, stationary_c
+from .summa_kernels import Codec, comm_codec, stationary_a, stationary_b, stationary_c
 from .summa_plan import DEFAULT_PANEL
 from .threads import ensure_blas_threads
 
@@ -77,7 +87,7 @@ def _with_block(X: DistMatrix, block: tuple[int, int]) -> DistMatrix:
 def matmul(A: DistMatrix, B: DistMatrix, *, trans_a: bool | str = False,
            trans_b: bool | str = False, alpha: complex = 1.0, beta: complex = 0.0,
            out: DistMatrix | None = None, panel: int | None = None,
-           verify: bool = False) -> DistMatrix:
+           verify: bool = False, comm_dtype: Any = None) -> DistMatrix:
     """``alpha * op(A) @ op(B) + beta * out``, distributed (SUMMA). Collective over the grid.
 
     Parameters
@@ -101,7 +111,17 @@ def matmul(A: DistMatrix, B: DistMatrix, *, trans_a: bool | str = False,
     verify : bool
         Check the result with Freivalds' random projection (``O(n^2)`` extra work, no
         gather) and raise :class:`distmat.VerificationError` on every rank if it fails
-        **(global)**.
+        **(global)**.  With ``comm_dtype`` the tolerance includes its rounding (below).
+    comm_dtype : dtype or "bfloat16", optional
+        Compressed communication **(global)**; default None (off; never on by default).  The
+        operand panels travel in a narrower format, halving or quartering their bytes:
+        ``float32`` or ``float16`` for a float64 product, ``float16`` or ``"bfloat16"`` for a
+        float32 product, ``complex64`` for a complex128 product.  ``"bfloat16"`` is a float32
+        rounded to nearest-even on its upper 16 bits (8 significand bits, float32's range;
+        numpy has no such type), sent as uint16.  The product's own dtype means off.  Every
+        operand entry is rounded once (the owner's panels too), so the result depends on the
+        operands and ``comm_dtype`` only, not on the grid; accumulation is in the product
+        dtype.  See Notes for the error bound.
 
     Returns
     -------
@@ -118,15 +138,39 @@ def matmul(A: DistMatrix, B: DistMatrix, *, trans_a: bool | str = False,
     GridMismatchError
         If the operands (or ``out``) live on different grids.
     TypeError
-        If an operand is not a DistMatrix or ``out`` has another dtype than the result.
+        If an operand is not a DistMatrix or ``out`` has another dtype than the result; if
+        ``comm_dtype`` is not a floating type or is real for a complex product (or complex for
+        a real one).
+    ValueError
+        If ``comm_dtype`` is wider than the product dtype (or not one of the narrowings
+        listed above).
+    OverflowError
+        With ``comm_dtype=float16``, if an operand has a finite entry beyond float16's range
+        (|x| > 65504); raised on every rank (one extra all-reduce of a flag).
     VerificationError
         With ``verify=True``, if the check fails.
 
     Notes
     -----
     Variants and costs are described in :mod:`distmat.summa`; the bytes the SUMMA model
-    predicts are :func:`distmat.summa_plan.model_bytes`.  BLAS threads are limited once per
-    process as described in :mod:`distmat.threads`.
+    predicts are :func:`distmat.summa_plan.model_bytes` (``comm_itemsize=`` for compressed
+    panels).  BLAS threads are limited once per process as described in
+    :mod:`distmat.threads`.
+
+    **Error bound with comm_dtype.**  Let ``u_c`` be the unit roundoff of ``comm_dtype``
+    (float32 and complex64 ``2^-24``, float16 ``2^-11``, bfloat16 ``2^-8``), ``u`` that of
+    the product dtype and ``gamma_k = k u / (1 - k u)``.  The operands are rounded to
+    ``A + dA``, ``B + dB`` with ``|dA| <= u_c |A|``, ``|dB| <= u_c |B|`` and then multiplied
+    in the product dtype, so for ``alpha = 1``, ``beta = 0``, elementwise::
+
+        |C - op(A) op(B)| <= (2 u_c + u_c^2 + gamma_k (1 + u_c)^2) |op(A)| |op(B)|
+
+    (for complex products replace ``gamma_k`` by ``sqrt(2) gamma_{k+2}``; for other
+    ``alpha`` and ``beta`` the usual rounding of the scaling adds ``gamma_2`` relative to
+    ``|alpha| |op(A)| |op(B)| + |beta| |C0|``).  It holds while the rounded entries stay in
+    the format's normal range: float16 flushes ``|x| < 2^-24`` to zero and rounds
+    ``|x| < 2^-14`` with an absolute error up to ``2^-25`` (add ``2^-25 (|op(A)| 1 1^T +
+    1 1^T |op(B)|)`` to the bound), and raises OverflowError above 65504.
 
     Examples
     --------
@@ -168,6 +212,7 @@ def matmul(A: DistMatrix, B: DistMatrix, *, trans_a: bool | str = False,
     if out is not None and out.dtype != dtype:
         raise TypeError(f"matmul: out has dtype {out.dtype} but the result is {dtype} "
                         f"(from {A.dtype}, {B.dtype}, alpha={alpha!r}, beta={beta!r})")
+    codec = comm_codec(comm_dtype, dtype)
     k = ka
     grid = A.grid
     ensure_blas_threads(grid.comm)
@@ -181,7 +226,10 @@ def matmul(A: DistMatrix, B: DistMatrix, *, trans_a: bool | str = False,
             from .freivalds import Freivalds
 
             check = Freivalds(A, B, ta, tb, alpha, beta, out, dtype)
-        C = _product(A, B, ta, tb, alpha, beta, out, dtype, (m, n, k), width)
+            if codec is not None:  # allow the rounding of the operands (see Notes)
+                uc = codec.unit_roundoff
+                check.scale += 2.0 * (2.0 * uc + uc * uc)
+        C = _product(A, B, ta, tb, alpha, beta, out, dtype, (m, n, k), width, codec)
         if check is not None:
             check.verify(C)
     return C
@@ -204,44 +252,80 @@ def _start(out: DistMatrix | None, block: tuple[int, int], shape: tuple[int, int
     return out
 
 
+def _encode(A: DistMatrix, B: DistMatrix, dtype: np.dtype, codec: Codec
+            ) -> tuple[DistMatrix, DistMatrix]:
+    """A and B rounded to the codec's format, as matrices of wire arrays (same layouts)."""
+    def enc(X: DistMatrix) -> DistMatrix:
+        return DistMatrix._wrap(codec.encode(np.asarray(X.local, dtype=dtype)), X.shape,
+                                X.block, X.grid)
+
+    if codec.name != "float16":
+        return enc(A), enc(B)
+    with _c.agreed(A.grid.comm):  # float16 overflows above 65504: fail on every rank
+        Aw, Bw = enc(A), enc(B)
+        for name, X, W in (("A", A, Aw), ("B", B, Bw)):
+            if codec.overflowed(X.local, W.local):
+                big = float(np.max(np.abs(X.local[np.isfinite(X.local)])))
+                raise OverflowError(
+                    f"matmul: comm_dtype=float16 overflows: {name} has entries of magnitude "
+                    f"up to {big:.4g} but float16 holds at most 65504; scale the operands "
+                    f"or use comm_dtype=float32 or 'bfloat16'")
+    return Aw, Bw
+
+
+def _operand(X: DistMatrix, dtype: np.dtype, out: DistMatrix | None, codec: Codec | None,
+             travels: bool) -> np.ndarray:
+    """The local array a kernel gets: the product-dtype copy, or with a codec the wire array
+    (travelling operand) or its rounded product-dtype value (stationary operand)."""
+    if codec is None:
+        return _local(X, dtype, out)
+    if travels:
+        return np.ascontiguousarray(X.local)
+    return codec.decode(X.local, np.empty(X.local.shape, dtype=dtype))
+
+
 def _product(A: DistMatrix, B: DistMatrix, ta: str, tb: str, alpha: complex, beta: complex,
              out: DistMatrix | None, dtype: np.dtype, mnk: tuple[int, int, int],
-             width: int) -> DistMatrix:
+             width: int, codec: Codec | None = None) -> DistMatrix:
     m, n, k = mnk
     grid = A.grid
     if ta != "N" and tb != "N":
-        return _product_tt(A, B, ta, tb, alpha, beta, out, dtype, mnk, width)
+        return _product_tt(A, B, ta, tb, alpha, beta, out, dtype, mnk, width, codec)
     want = (_opblock(A, ta)[0], _opblock(B, tb)[1]) if out is None else out.block
+    if codec is not None:  # round once; redistributions below then move the narrow format
+        A, B = _encode(A, B, dtype, codec)
     if ta == "N" and tb == "N":
         A = _with_block(A, (want[0], A.block[1]))
         B = _with_block(B, (B.block[0], want[1]))
-        a, b = _local(A, dtype, out), _local(B, dtype, out)
+        a, b = _operand(A, dtype, out, codec, True), _operand(B, dtype, out, codec, True)
         C = _start(out, want, (m, n), grid, dtype, beta)
-        stationary_c(grid, a, b, C.local, alpha, k, A.block[1], B.block[0], width)
+        stationary_c(grid, a, b, C.local, alpha, k, A.block[1], B.block[0], width, codec)
     elif tb == "N":  # op(A) = A^T or A^H: A is k x m
         B = _with_block(B, (B.block[0], want[1]))
         A = _with_block(A, (B.block[0], A.block[1]))
-        a, b = _local(A, dtype, out), _local(B, dtype, out)
+        a, b = _operand(A, dtype, out, codec, True), _operand(B, dtype, out, codec, False)
         C = _start(out, want, (m, n), grid, dtype, beta)
-        stationary_b(grid, a, b, C.local, alpha, m, A.block[1], want[0], ta == "C", width)
+        stationary_b(grid, a, b, C.local, alpha, m, A.block[1], want[0], ta == "C", width,
+                     codec)
     else:  # op(B) = B^T or B^H: B is n x k
         A = _with_block(A, (want[0], A.block[1]))
         B = _with_block(B, (B.block[0], A.block[1]))
-        a, b = _local(A, dtype, out), _local(B, dtype, out)
+        a, b = _operand(A, dtype, out, codec, False), _operand(B, dtype, out, codec, True)
         C = _start(out, want, (m, n), grid, dtype, beta)
-        stationary_a(grid, a, b, C.local, alpha, n, B.block[0], want[1], tb == "C", width)
+        stationary_a(grid, a, b, C.local, alpha, n, B.block[0], want[1], tb == "C", width,
+                     codec)
     return C
 
 
 def _product_tt(A: DistMatrix, B: DistMatrix, ta: str, tb: str, alpha: complex, beta: complex,
                 out: DistMatrix | None, dtype: np.dtype, mnk: tuple[int, int, int],
-                width: int) -> DistMatrix:
+                width: int, codec: Codec | None = None) -> DistMatrix:
     """``op(A) op(B) = (op(B)^T op(A)^T)^T``: one stationary-C product, one transpose."""
     m, n, k = mnk
     grid = A.grid
     Bx = B.conj() if tb == "C" else B  # op(B)^T, an n x k matrix
     Ax = A.conj() if ta == "C" else A  # op(A)^T, a k x m matrix
-    D = _product(Bx, Ax, "N", "N", alpha, 0.0, None, dtype, (n, m, k), width)
+    D = _product(Bx, Ax, "N", "N", alpha, 0.0, None, dtype, (n, m, k), width, codec)
     T = transpose(D)
     if out is None:
         return T

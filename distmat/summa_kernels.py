@@ -25,6 +25,12 @@ Local arrays are C-ordered.  A C-ordered ``X`` is the Fortran-ordered ``X.T``, s
 
 The callers guarantee the distributions line up (same block sizes along shared dimensions) and
 that ``C`` has already been scaled by beta.
+
+Compressed panels (``dm.matmul(..., comm_dtype=)``): the caller encodes the travelling
+operands with a :class:`Codec` (their *wire* arrays, float32, complex64 or uint16 bit
+patterns) and passes the codec; every panel, the owner's own included, is then decoded into a
+work buffer of C's dtype before its GEMM, so every rank multiplies the same rounded numbers.
+Without a codec nothing changes (the wire arrays are the product-dtype arrays).
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from scipy.linalg import blas as _blas
 from . import comm as _c
 from .summa_plan import Step, plan
 
-__all__ = ["stationary_c", "stationary_b", "stationary_a", "gemm_into", "gemm_abt"]
+__all__ = ["stationary_c", "stationary_b", "stationary_a", "gemm_into", "gemm_abt", "Codec",
+           "comm_codec"]
 
 _GEMM = {np.dtype(np.float32): _blas.sgemm, np.dtype(np.float64): _blas.dgemm,
          np.dtype(np.complex64): _blas.cgemm, np.dtype(np.complex128): _blas.zgemm}
@@ -139,6 +146,110 @@ def gemm_abt(c: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: complex, beta: 
        ctypes.byref(i(ldc)))
 
 
+# ---- compressed panels --------------------------------------------------------------------
+class Codec:
+    """How panels of a product of dtype ``dtype`` travel in the narrower ``name`` format.
+
+    ``encode`` rounds to nearest (ties to even) into the wire array; ``decode`` widens back
+    exactly.  ``unit_roundoff`` is u of the format, so ``|decode(encode(x)) - x| <= u |x|``
+    elementwise for results in the format's normal range.
+
+    - ``"float32"``, ``"complex64"``: the numpy type itself on the wire.
+    - ``"float16"``: IEEE half, sent as its uint16 bit pattern (u = 2^-11).
+    - ``"bfloat16"`` (float32 products only; numpy has no such type): a float32 rounded to
+      its upper 16 bits (8 significand bits, float32's exponent range) by integer arithmetic
+      on the bit pattern, sent as uint16 (u = 2^-8).  NaN stays NaN.
+    """
+
+    def __init__(self, name: str, dtype: np.dtype):
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self.wire = np.dtype(np.uint16) if name in ("float16", "bfloat16") else np.dtype(name)
+        self.unit_roundoff = {"float32": 2.0 ** -24, "complex64": 2.0 ** -24,
+                              "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}[name]
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (any shape, of the product dtype) rounded into a new C-ordered wire array."""
+        if self.name == "bfloat16":
+            bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+            lsb = (bits >> np.uint32(16)) & np.uint32(1)
+            out = ((bits + (lsb + np.uint32(0x7FFF))) >> np.uint32(16)).astype(np.uint16)
+            nan = np.isnan(x)
+            if nan.any():  # rounding could carry a NaN payload into inf or zero
+                out[nan] = 0x7FC0
+            return out
+        if self.name == "float16":
+            with np.errstate(over="ignore"):  # overflow is reported by the caller
+                return np.ascontiguousarray(x).astype(np.float16).view(np.uint16)
+        return np.ascontiguousarray(x).astype(self.wire)
+
+    def decode(self, w: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Widen the wire array ``w`` into ``out`` (same shape, the product dtype); return it."""
+        if self.name == "bfloat16":
+            np.left_shift(w, np.uint32(16), out=out.view(np.uint32))
+        elif self.name == "float16":
+            np.copyto(out, w.view(np.float16))
+        else:
+            np.copyto(out, w)
+        return out
+
+    def round(self, x: np.ndarray) -> np.ndarray:
+        """``x`` rounded through the format, as a new array of the product dtype."""
+        return self.decode(self.encode(x), np.empty(np.shape(x), dtype=self.dtype))
+
+    def overflowed(self, x: np.ndarray, w: np.ndarray) -> bool:
+        """True if encoding turned a finite entry of ``x`` into an infinity (float16 only)."""
+        if self.name != "float16" or w.size == 0:
+            return False
+        return bool(np.count_nonzero(np.isinf(w.view(np.float16)))
+                    != np.count_nonzero(np.isinf(x)))
+
+
+#: The narrowings comm_dtype may ask for, by product dtype.
+_NARROWER = {np.dtype(np.float64): ("float32", "float16"),
+             np.dtype(np.float32): ("float16", "bfloat16"),
+             np.dtype(np.complex128): ("complex64",),
+             np.dtype(np.complex64): ()}
+
+
+def comm_codec(comm_dtype: object, dtype: np.dtype) -> Codec | None:
+    """Validate ``comm_dtype`` for a product of dtype ``dtype``; None when off.
+
+    None or the product's own dtype means no compression.  Raises TypeError for anything that
+    is not a floating type, or a real/complex mismatch, and ValueError for a type wider than
+    the product (or bfloat16 for a non-float32 product).
+    """
+    if comm_dtype is None:
+        return None
+    dtype = np.dtype(dtype)
+    if isinstance(comm_dtype, str) and comm_dtype.strip().lower() == "bfloat16":
+        name = "bfloat16"
+        kind, size = "f", 2
+    else:
+        try:
+            cdt = np.dtype(comm_dtype)
+        except TypeError:
+            cdt = None
+        if cdt is None or cdt.kind not in "fc":
+            raise TypeError(f"comm_dtype must be a floating dtype (float32, float16, "
+                            f"'bfloat16', complex64) or None, got {comm_dtype!r}")
+        name, kind, size = cdt.name, cdt.kind, cdt.itemsize
+        if cdt == dtype:
+            return None
+    if (kind == "c") != (dtype.kind == "c"):
+        raise TypeError(f"comm_dtype={name} does not match the {dtype} product: a "
+                        f"{'complex' if dtype.kind == 'c' else 'real'} product needs a "
+                        f"{'complex' if dtype.kind == 'c' else 'real'} comm_dtype "
+                        f"(allowed: {', '.join(_NARROWER[dtype]) or 'none'})")
+    if size > dtype.itemsize:
+        raise ValueError(f"comm_dtype={name} is wider than the {dtype} product; compressed "
+                         f"communication narrows (allowed: {', '.join(_NARROWER[dtype])})")
+    if name not in _NARROWER[dtype]:
+        raise ValueError(f"comm_dtype={name} is not available for a {dtype} product "
+                         f"(allowed: {', '.join(_NARROWER[dtype]) or 'none'})")
+    return Codec(name, dtype)
+
+
 def _take(src: np.ndarray, idx: slice | np.ndarray, axis: int, out: np.ndarray) -> np.ndarray:
     """Copy ``src`` restricted to ``idx`` along ``axis`` into the contiguous ``out``."""
     if isinstance(idx, slice):
@@ -231,18 +342,21 @@ def _panel_bcast(comm: MPI.Comm, me: int, root: int, local: np.ndarray, idx: sli
 
 
 def stationary_c(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: complex,
-                 k: int, nb_a: int, mb_b: int, width: int) -> None:
+                 k: int, nb_a: int, mb_b: int, width: int, codec: Codec | None = None) -> None:
     """``C += alpha A B`` (local pieces). Collective over the grid.
 
     ``A`` is this rank's piece of an ``m x k`` matrix whose rows are distributed like C's and
     whose columns have block ``nb_a``; ``B`` of a ``k x n`` matrix with row block ``mb_b`` and
-    columns distributed like C's.
+    columns distributed like C's.  With ``codec``, ``A`` and ``B`` are wire arrays (both
+    travel) and every panel is decoded before its GEMM.
     """
     pr, pc = grid.shape
     steps = plan(k, nb_a, pc, mb_b, pr, _width(grid, k, width))
     m_r, n_c = C.shape
     wmax = max((s.width for s in steps), default=0)
-    bufa, bufb = _Buffers(m_r * wmax, C.dtype), _Buffers(wmax * n_c, C.dtype)
+    bufa, bufb = _Buffers(m_r * wmax, A.dtype), _Buffers(wmax * n_c, B.dtype)
+    if codec is not None:
+        worka, workb = _Buffers(m_r * wmax, C.dtype), _Buffers(wmax * n_c, C.dtype)
 
     def post(st: Step) -> tuple:
         pa, ra = _panel_bcast(grid.row_comm, grid.mycol, st.owner1, A, st.local1, 1,
@@ -254,6 +368,9 @@ def stationary_c(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
     chunks = _chunks(m_r)
 
     def run(st: Step, poke: Callable[[], None], pa: np.ndarray, pb: np.ndarray) -> None:
+        if codec is not None:  # every rank, the owner too, multiplies the rounded panels
+            pa = codec.decode(pa, worka.next(pa.shape))
+            pb = codec.decode(pb, workb.next(pb.shape))
         for r0, r1 in chunks:  # rows of C and of the A panel: contiguous pieces
             gemm_into(C[r0:r1].T, pb.T, pa[r0:r1].T, alpha, 1.0)
             poke()
@@ -323,18 +440,22 @@ class _FlatReduce:
 
 
 def stationary_b(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: complex,
-                 m: int, nb_a: int, mb_c: int, conj: bool, width: int) -> None:
+                 m: int, nb_a: int, mb_c: int, conj: bool, width: int,
+                 codec: Codec | None = None) -> None:
     """``C += alpha op(A) B`` with ``op(A) = A^T`` (``A^H`` when ``conj``). Collective.
 
     ``A`` is this rank's piece of a ``k x m`` matrix whose rows are distributed like B's rows
     and whose columns have block ``nb_a``; ``B`` a ``k x n`` matrix whose columns are
-    distributed like C's; C's rows have block ``mb_c``.
+    distributed like C's; C's rows have block ``mb_c``.  With ``codec``, ``A`` is a wire
+    array (its panels travel and are decoded before use); ``B`` (stationary) and the reduced
+    partial C panels stay in C's dtype.
     """
     pr, pc = grid.shape
     steps = plan(m, nb_a, pc, mb_c, pr, _width(grid, m, width))
     k_r, n_c = B.shape
     wmax = max((s.width for s in steps), default=0)
-    bufa = _Buffers(k_r * wmax, C.dtype)
+    bufa = _Buffers(k_r * wmax, A.dtype)
+    worka = _Buffers(k_r * wmax, C.dtype) if codec is not None else None
     part = _Buffers(wmax * n_c, C.dtype)
     trans = 2 if conj else 1
 
@@ -353,6 +474,8 @@ def stationary_b(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
     def run(st: Step, poke: Callable[[], None], pa: np.ndarray) -> None:
         if n_c == 0:
             return
+        if codec is not None:
+            pa = codec.decode(pa, worka.next(pa.shape))
         inplace = grid.myrow == st.owner2 and isinstance(st.local2, slice)
         # in place when my rows of C are contiguous, else into a panel buffer to be reduced
         p = C[st.local2] if inplace else part.next((st.width, n_c))
@@ -367,18 +490,22 @@ def stationary_b(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
 
 
 def stationary_a(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: complex,
-                 n: int, mb_b: int, nb_c: int, conj: bool, width: int) -> None:
+                 n: int, mb_b: int, nb_c: int, conj: bool, width: int,
+                 codec: Codec | None = None) -> None:
     """``C += alpha A op(B)`` with ``op(B) = B^T`` (``B^H`` when ``conj``). Collective.
 
     ``A`` is this rank's piece of an ``m x k`` matrix whose rows are distributed like C's and
     whose columns like B's columns; ``B`` of an ``n x k`` matrix with row block ``mb_b``;
-    C's columns have block ``nb_c``.
+    C's columns have block ``nb_c``.  With ``codec``, ``B`` is a wire array (its panels
+    travel and are decoded before use); ``A`` (stationary) and the reduced partial C panels
+    stay in C's dtype.
     """
     pr, pc = grid.shape
     steps = plan(n, mb_b, pr, nb_c, pc, _width(grid, n, width))
     m_r, k_c = A.shape
     wmax = max((s.width for s in steps), default=0)
-    bufb = _Buffers(wmax * k_c, C.dtype)
+    bufb = _Buffers(wmax * k_c, B.dtype)
+    workb = _Buffers(wmax * k_c, C.dtype) if codec is not None else None
     part = _Buffers(wmax * m_r, C.dtype)
 
     def add(idx: slice | np.ndarray, total: np.ndarray) -> None:
@@ -396,6 +523,8 @@ def stationary_a(grid, A: np.ndarray, B: np.ndarray, C: np.ndarray, alpha: compl
     def run(st: Step, poke: Callable[[], None], pb: np.ndarray) -> None:
         if m_r == 0:
             return
+        if codec is not None:
+            pb = codec.decode(pb, workb.next(pb.shape))
         sl = st.local2
         if grid.mycol == st.owner2 and isinstance(sl, slice):
             # my columns of C are a block: accumulate my share in place (strided GEMM)

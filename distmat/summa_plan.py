@@ -108,10 +108,14 @@ def plan(n: int, b1: int, p1: int, b2: int, p2: int, width: int = DEFAULT_PANEL)
 
 
 def model_bytes(form: str, m: int, n: int, k: int, grid_shape: tuple[int, int],
-                itemsize: int) -> float:
+                itemsize: int, comm_itemsize: int | None = None) -> float:
     """SUMMA's communication volume: mean bytes received per rank for ``C = op(A) op(B)``.
 
-    ``C`` is ``m x n`` and ``k`` the inner dimension, on a ``pr x pc`` grid.
+    ``C`` is ``m x n`` and ``k`` the inner dimension, on a ``pr x pc`` grid.  ``itemsize`` is
+    the product dtype's; ``comm_itemsize`` that of the operand panels when they travel
+    compressed (``matmul(..., comm_dtype=)``; default ``itemsize``).  Result panels (the
+    reductions of ``TN`` and ``NT`` and the transpose of ``TT``) always travel at
+    ``itemsize``.
 
     - ``NN`` (stationary C): the A panels along grid rows, the B panels down grid columns,
       ``m k / pr (1 - 1/pc) + k n / pc (1 - 1/pr)`` words.
@@ -127,13 +131,15 @@ def model_bytes(form: str, m: int, n: int, k: int, grid_shape: tuple[int, int],
     p = pr * pc
     fr, fc = 1.0 - 1.0 / pc, 1.0 - 1.0 / pr
     if form == "NN":
-        words = m * k / pr * fr + k * n / pc * fc
+        operand, result = m * k / pr * fr + k * n / pc * fc, 0.0
     elif form == "TN":
-        words = k * m / pr * fr + m * n / pc * fc
+        operand, result = k * m / pr * fr, m * n / pc * fc
     elif form == "NT":
-        words = n * k / pc * fc + m * n / pr * fr
+        operand, result = n * k / pc * fc, m * n / pr * fr
     elif form == "TT":
-        words = n * k / pr * fr + k * m / pc * fc + m * n / p * (1.0 - 1.0 / math.lcm(pr, pc))
+        operand = n * k / pr * fr + k * m / pc * fc
+        result = m * n / p * (1.0 - 1.0 / math.lcm(pr, pc))
     else:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-    return words * itemsize
+    citem = itemsize if comm_itemsize is None else comm_itemsize
+    return operand * citem + result * itemsize
