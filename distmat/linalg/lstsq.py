@@ -93,6 +93,10 @@ def lstsq(a: DistMatrix, b: DistMatrix, rcond: float | None = None, *,
     with _c.operation("lstsq"):
         if check_finite:
             _checks.check_finite((a, "a"), (b, "b"))
+        if a.dtype != dtype:
+            a = a.astype(dtype)
+        if b.dtype != dtype:
+            b = b.astype(dtype)
         if m >= n:
             if choose_method(a.shape) == "tsqr":
                 return _tall_tsqr(a, b, dtype, rcond)
@@ -147,13 +151,9 @@ def _tall_blocked(a: DistMatrix, b: DistMatrix, dtype: np.dtype, rcond: float):
     X = solve_triangular(R, C, lower=False, check_finite=False)
     if X.block != b.block:
         X = X.redistribute(block=b.block)
-    if X.dtype != dtype:
-        X = X.astype(dtype)
     real = np.finfo(dtype).dtype
     if m > n:
-        res = b.astype(dtype) if b.dtype != dtype else b.copy()
-        ax = matmul(a.astype(dtype) if a.dtype != dtype else a, X)
-        res = res - ax
+        res = b - matmul(a, X)
         col = np.zeros(b.shape[1], dtype=real)
         col[res.global_cols] = np.sum(np.abs(res.local) ** 2, axis=0)
         if grid.size > 1 and col.size:
@@ -185,8 +185,6 @@ def _wide(a: DistMatrix, b: DistMatrix, dtype: np.dtype, real: np.dtype, rcond: 
     """``m < n``: minimum-norm solution ``X = Q R^{-H} B`` from ``a^H = Q R``."""
     m, n = a.shape
     aH = a.H
-    if aH.dtype != dtype:
-        aH = aH.astype(dtype)
     if choose_method(aH.shape) == "tsqr":
         Q, R = tsqr(aH)
         _, s, _ = replicated_svd(a.grid.comm, R, compute_uv=False)
@@ -198,8 +196,7 @@ def _wide(a: DistMatrix, b: DistMatrix, dtype: np.dtype, real: np.dtype, rcond: 
         Q, Rd = qr(aH, method="householder", check_finite=False)
         s, diag = _spectrum_or_diag(Rd)
         rank = _check_rank(s, diag, rcond, m)
-        Bd = b.astype(dtype) if b.dtype != dtype else b
-        Y = solve_triangular(Rd, Bd, lower=False, trans="C", check_finite=False)
+        Y = solve_triangular(Rd, b, lower=False, trans="C", check_finite=False)
     X = matmul(Q, Y)
     if X.block != b.block:
         X = X.redistribute(block=b.block)
