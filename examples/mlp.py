@@ -4,6 +4,7 @@ Run on any number of ranks (the loss curve is the same, to float32 rounding, on 
 
     mpiexec -n 2 python -m mpi4py examples/mlp.py --epochs 20 --optimizer momentum
     mpiexec -n 4 python -m mpi4py examples/mlp.py --samples 4096 --hidden 512 512 --batch 512
+    mpiexec -n 2 python -m mpi4py examples/mlp.py --comm-dtype bfloat16   # compressed panels
 
 Model
 -----
@@ -27,6 +28,8 @@ bias; the other layers have none.
   sample ``i`` lives on the rank owning entry ``(i, y_i)``; one scalar ``allreduce`` over
   the grid sums them.  The gradient ``(softmax(Z) - onehot(y)) / batch`` is then local.
 - **Update**: :mod:`distmat.optim` (elementwise, no communication).
+- **Compressed communication** (``--comm-dtype float16|bfloat16``, off by default): every
+  product's operand panels travel in 16 bits (see ``dm.matmul(comm_dtype=)``).
 
 Data
 ----
@@ -144,21 +147,25 @@ def init_weights(sizes: Sequence[int], grid: dm.ProcessGrid, block: tuple[int, i
             for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))]
 
 
-def step(Ws: list[dm.DistMatrix], X: dm.DistMatrix, y: np.ndarray
+def step(Ws: list[dm.DistMatrix], X: dm.DistMatrix, y: np.ndarray, comm_dtype: object = None
          ) -> tuple[float, int, list[dm.DistMatrix]]:
-    """Forward and backward pass on one batch: (loss sum, correct count, weight gradients)."""
+    """Forward and backward pass on one batch: (loss sum, correct count, weight gradients).
+
+    ``comm_dtype`` is passed to every product (compressed panels, see :func:`distmat.matmul`).
+    """
+    cd = comm_dtype
     acts, pres = [X], []
     for l, W in enumerate(Ws):
-        Z = dm.matmul(acts[-1], W)                      # forward: A_l @ W_l
+        Z = dm.matmul(acts[-1], W, comm_dtype=cd)       # forward: A_l @ W_l
         if l < len(Ws) - 1:
             pres.append(Z)
             acts.append(relu(Z))
     loss, correct, dZ = softmax_xent(Z, y)
     grads: list[dm.DistMatrix] = [None] * len(Ws)  # type: ignore[list-item]
     for l in range(len(Ws) - 1, -1, -1):
-        grads[l] = dm.matmul(acts[l], dZ, trans_a=True)  # dW_l = A_l^T dZ_l
+        grads[l] = dm.matmul(acts[l], dZ, trans_a=True, comm_dtype=cd)  # dW_l = A_l^T dZ_l
         if l:
-            dA = dm.matmul(dZ, Ws[l], trans_b=True)       # dA_l = dZ_l W_l^T
+            dA = dm.matmul(dZ, Ws[l], trans_b=True, comm_dtype=cd)      # dA_l = dZ_l W_l^T
             dA.local *= pres[l - 1].local > 0             # through the ReLU
             dZ = dA
     return loss, correct, grads
@@ -168,7 +175,7 @@ def train(grid: dm.ProcessGrid, *, samples: int = 1024, features: int = 32,
           hidden: Sequence[int] = (64, 64), classes: int = 8, epochs: int = 10,
           batch: int = 128, optimizer: str = "momentum", lr: float | None = None,
           block: int = 16, seed: int = 0, separation: float = 0.3,
-          log: Callable[[str], None] | None = None) -> list[float]:
+          comm_dtype: object = None, log: Callable[[str], None] | None = None) -> list[float]:
     """Train the MLP on ``grid``; return the mean training loss of each epoch.
 
     Collective over the grid.  Every argument is global.  The returned list is the same on
@@ -192,6 +199,12 @@ def train(grid: dm.ProcessGrid, *, samples: int = 1024, features: int = 32,
         Seeds the data and the weights.
     separation : float
         Scale of the cluster centres (larger is easier).
+    comm_dtype : dtype or "bfloat16", optional
+        Compressed panels for every product (``"float16"`` or ``"bfloat16"``).  Each
+        product is then that of the rounded operands on any grid, but an activation that
+        differs in its last float32 bit between grids can round to a neighbouring 16-bit
+        value, so curves on different grids agree to about the format's precision (measured
+        up to 1e-2 relative for bfloat16 over 10 epochs) instead of float32 rounding.
     log : callable, optional
         Called on rank 0 with one line per epoch.
     """
@@ -205,7 +218,7 @@ def train(grid: dm.ProcessGrid, *, samples: int = 1024, features: int = 32,
     for epoch in range(epochs):
         total, hits = 0.0, 0
         for X, y in batches:
-            loss, correct, grads = step(Ws, X, y)
+            loss, correct, grads = step(Ws, X, y, comm_dtype)
             opt.step(grads)
             total += loss
             hits += correct
@@ -231,6 +244,8 @@ def main(argv: Sequence[str] | None = None, comm: MPI.Comm | None = None) -> lis
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--separation", type=float, default=0.3)
     ap.add_argument("--grid", type=int, nargs=2, default=None, metavar=("PR", "PC"))
+    ap.add_argument("--comm-dtype", choices=("float16", "bfloat16"), default=None,
+                    help="compressed matmul panels (default: off)")
     args = ap.parse_args(argv)
     comm = MPI.COMM_WORLD if comm is None else comm
     with dm.ProcessGrid(comm, None if args.grid is None else tuple(args.grid)) as grid:
@@ -241,7 +256,8 @@ def main(argv: Sequence[str] | None = None, comm: MPI.Comm | None = None) -> lis
         return train(grid, samples=args.samples, features=args.features, hidden=args.hidden,
                      classes=args.classes, epochs=args.epochs, batch=args.batch,
                      optimizer=args.optimizer, lr=args.lr, block=args.block, seed=args.seed,
-                     separation=args.separation, log=lambda s: print(s, flush=True))
+                     separation=args.separation, comm_dtype=args.comm_dtype,
+                     log=lambda s: print(s, flush=True))
 
 
 if __name__ == "__main__":

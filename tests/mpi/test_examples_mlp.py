@@ -40,9 +40,13 @@ def _curves(comm, **kw):
     return out
 
 
-@pytest.mark.parametrize("optimizer", ["momentum", "adagrad"])
-def test_loss_falls_and_is_the_same_on_every_grid(comm, optimizer):
-    curves = _curves(comm, optimizer=optimizer, **SMALL)
+@pytest.mark.parametrize("optimizer,comm_dtype,rtol", [("momentum", None, 1e-4),
+                                                      ("adagrad", None, 1e-4),
+                                                      ("nesterov", "bfloat16", 2e-2)])
+def test_loss_falls_and_is_the_same_on_every_grid(comm, optimizer, comm_dtype, rtol):
+    """Float32 rounding apart, every grid gives the same curve (with 16-bit panels: to about
+    bfloat16's precision, since activations may round to neighbouring 16-bit values)."""
+    curves = _curves(comm, optimizer=optimizer, comm_dtype=comm_dtype, **SMALL)
     errors = [f"{s}: {c}" for s, c in curves.items() if isinstance(c, str)]
     assert_all(comm, not errors, "; ".join(errors))
     ref = np.array(curves[(1, 1)])
@@ -52,7 +56,7 @@ def test_loss_falls_and_is_the_same_on_every_grid(comm, optimizer):
     elif not (np.all(np.diff(ref) < 0) and ref[-1] < 0.6 * ref[0]):
         bad.append(f"loss does not fall: {ref}")
     for shape, c in curves.items():
-        if not np.allclose(c, ref, rtol=1e-4, atol=0):
+        if not np.allclose(c, ref, rtol=rtol, atol=0):
             bad.append(f"grid {shape} curve {np.array(c)} differs from 1 rank {ref}")
     assert_all(comm, not bad, "; ".join(bad))
     assert len(curves) == sum(1 for s in SHAPES if s[0] * s[1] <= comm.Get_size())
