@@ -284,6 +284,11 @@ def _permute(idx: Index, x: DistMatrix, perm: np.ndarray) -> None:
 LOOKAHEAD_MIN_BLOCK = 32
 
 
+#: Local columns per trailing-update GEMM in the look-ahead loops: wide enough to run near
+#: the GEMM peak, narrow enough to test the next panel's broadcast a few times per step.
+POLL_COLS = 768
+
+
 def lookahead_panel(a: DistMatrix, panel: int | None) -> int | None:
     """Panel width of the look-ahead scheme for ``a``, or None when it does not apply.
 
@@ -376,7 +381,17 @@ def _getrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> tuple[np.ndarray,
                 done = ln1
             pending = start(nk, nkw)
         if ntr and done < cols.size:
-            gemm_update(A[k + kw:, done:], l21, u12[:, done - lc1:])
+            # in column chunks, testing the next panel's broadcast between them: MPI moves
+            # a large message only while its ranks call into it
+            poll = list(pending[2]) if nxt is not None else []
+            for c0 in range(done, cols.size, POLL_COLS):
+                c1 = min(c0 + POLL_COLS, cols.size)
+                if cols.size - c1 < POLL_COLS // 2:
+                    c1 = cols.size
+                gemm_update(A[k + kw:, c0:c1], l21, u12[:, c0 - lc1:c1 - lc1])
+                poll = [r for r in poll if not r.test()]
+                if c1 == cols.size:
+                    break
     # the row interchanges of later panels, applied once to the L columns of each own panel
     where = np.empty(n, dtype=np.int64)
     for k, kw, lc0, lc1, perm_then in owned:

@@ -182,16 +182,26 @@ def test_row_grid_lookahead(comm):
     for shape, grid in subgrids(comm, [(1, 2), (1, 3), (1, 4)]):
         bad = []
         if grid is not None:
-            for n, block, panel in [(100, (32, 32), None), (97, (7, 48), 16), (130, (40, 40), None),
-                                    (33, (3, 32), 1)]:
-                a = spd(n, np.float64, n)
+            # the last two run enough steps and local columns for the two-panel lazy update
+            # and the split GEMMs of the trailing update
+            for n, block, panel, dt in [(100, (32, 32), None, np.float64),
+                                        (97, (7, 48), 16, np.float64),
+                                        (130, (40, 40), None, np.float64),
+                                        (33, (3, 32), 1, np.float64),
+                                        (300, (32, 32), 8, np.float32),
+                                        (170, (40, 40), 10, np.complex128)]:
+                a = spd(n, np.float64, n).astype(dt)
+                if dt == np.complex128:   # Hermitian positive definite
+                    h = np.random.default_rng(n).uniform(-1, 1, (n, n)) / n
+                    a = a + 1j * (h - h.T)
                 A = dm.from_global(a, grid=grid, block=block, root=None)
                 for lower in (True, False):
                     c = dm.linalg.cholesky(A, lower=lower, panel=panel).gather(None)
-                    L = c if lower else c.T
-                    r = scaled_error(inf(a - L @ L.T), inf(a), n=n, dtype=np.float64)
+                    L = c if lower else c.conj().T
+                    r = scaled_error(inf(a - L @ L.conj().T), inf(a), n=n, dtype=dt)
                     if not (r <= 3.0 and np.array_equal(c, np.tril(c) if lower else np.triu(c))):
-                        bad.append(f"n={n} block={block} panel={panel} lower={lower}: {r:.3g}")
+                        bad.append(f"n={n} block={block} panel={panel} {np.dtype(dt).name} "
+                                   f"lower={lower}: {r:.3g}")
             a = spd(96, np.float64, 1)
             a[70, 70] = -1.0
             A = dm.from_global(a, grid=grid, block=(32, 32), root=None)
