@@ -7,6 +7,7 @@
 """
 
 from . import (
+    decomposition,  # layer 3: NMF (dm.decomposition.nmf)
     linalg,  # layer 3: dense solvers (dm.linalg.solve, ...)
     optim,  # layer 3: optimizers updating DistMatrix parameters in place (dm.optim.SGD, ...)
     sparse,  # layers 2-3: block-sparse matrices, products, Krylov solvers (dm.sparse)
@@ -51,6 +52,7 @@ __all__ = [
     "profile",
     "sparse",
     "linalg",
+    "decomposition",
     "optim",
     "save",
     "load",
