@@ -318,11 +318,11 @@ class DistMatrix:
                 f"grid={self._grid.shape}, local_shape={self.local.shape})")
 
 
-def _reject_array(other: Any, op: str) -> None:
+def _reject_array(other: Any, op: str, what: str = "DistMatrix") -> None:
     """TypeError for ``DistMatrix <op> ndarray``: say how to distribute the array instead."""
     if isinstance(other, (np.ndarray, list, tuple)):
         shape = np.shape(other)
-        raise TypeError(f"cannot use '{op}' between a DistMatrix and a {type(other).__name__} "
+        raise TypeError(f"cannot use '{op}' between a {what} and a {type(other).__name__} "
                         f"of shape {shape}: distribute it first, e.g. "
                         f"dm.from_global(a, grid=A.grid, block=A.block, root=None)")
 

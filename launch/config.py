@@ -63,6 +63,7 @@ class Case:
         spec = OPS[self.op]
         shown = [f"{k}={_fmt(self.params[k])}" for k in spec.params
                  if k in self.params and (spec.params[k].default is REQUIRED
+                                          or spec.params[k].labelled
                                           or self.params[k] != spec.params[k].default)
                  and spec.params[k].kind != "ints"]
         shown += [f"{k}={_fmt(self.params[k])}" for k in ("dtype", "block")
@@ -238,7 +239,41 @@ def _parse(path: Path) -> dict:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{path}: malformed TOML: {e}"]) from None
+        where = ""
+        if "end of document" in str(e):
+            opened = _unclosed_bracket(text)
+            if opened:
+                where = (f"; the bracket opened at line {opened[0]}, column {opened[1]} "
+                         f"is never closed")
+        raise ConfigError([f"{path}: malformed TOML: {e}{where}"]) from None
+
+
+def _unclosed_bracket(text: str) -> tuple[int, int] | None:
+    """(line, column) of the last ``[`` or ``{`` never closed, outside strings and comments.
+
+    tomllib reports an array left open at the end of the file only as "at end of document";
+    this finds where it was opened.
+    """
+    stack: list[tuple[int, int]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        quote, escaped = None, False
+        for col, ch in enumerate(line, 1):
+            if quote:
+                if escaped:
+                    escaped = False
+                elif ch == "\\" and quote == '"':
+                    escaped = True
+                elif ch == quote:
+                    quote = None
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "[{":
+                stack.append((lineno, col))
+            elif ch in "]}" and stack:
+                stack.pop()
+    return stack[-1] if stack else None
 
 
 def load_job(path: str | os.PathLike, sets: list[str] | None = None,

@@ -40,6 +40,8 @@ class Param:
     choices: tuple = ()
     min: float | None = None
     max: float | None = None
+    #: name it in result labels even at its default (it says what was computed)
+    labelled: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ OPS: dict[str, OpSpec] = {s.name: s for s in (
            _p(n=_N, m=_M, to_block=Param("pair", [32, 32], "target block size")),
            build="_build_redistribute"),
     OpSpec("norm", "matrix norm", _p(n=_N, m=_M, ord=Param("str", "fro", choices=(
-        "fro", "1", "inf", "max"))), build="_build_norm"),
+        "fro", "1", "inf", "max"), labelled=True)), build="_build_norm"),
     OpSpec("gather", "collect the matrix on rank 0", _p(n=_N, m=_M), build="_build_gather"),
     OpSpec("scatter", "distribute a matrix from rank 0", _p(n=_N, m=_M),
            build="_build_scatter"),

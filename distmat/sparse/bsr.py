@@ -30,7 +30,7 @@ import numpy as np
 from .. import comm as _c
 from ..errors import GridMismatchError, ShapeMismatchError
 from ..grid import ProcessGrid
-from ..matrix import SUPPORTED_DTYPES, DistMatrix, check_dtype
+from ..matrix import SUPPORTED_DTYPES, DistMatrix, _reject_array, check_dtype
 
 __all__ = ["BlockSparseMatrix", "check_blocksize", "nblocks"]
 
@@ -327,6 +327,11 @@ class BlockSparseMatrix:
             from .spgemm import matmul
 
             return matmul(self, other)
+        _reject_array(other, "@", "BlockSparseMatrix")
+        return NotImplemented
+
+    def __rmatmul__(self, other: Any) -> Any:
+        _reject_array(other, "@", "BlockSparseMatrix")
         return NotImplemented
 
     # ------------------------------------------------------------------ guards

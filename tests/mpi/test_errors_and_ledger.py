@@ -194,6 +194,9 @@ def test_numpy_operands_and_missing_inputs_get_clear_errors(comm):
         for fn in (lambda: A @ a, lambda: a @ A, lambda: A + a, lambda: a * A):
             _raises_everywhere(comm, TypeError, fn, "dm.from_global")
         _raises_everywhere(comm, TypeError, lambda: dm.norm(a), "DistMatrix")
+        S = dm.sparse.eye(3, blocksize=1, grid=grid)
+        for fn in (lambda: S @ a, lambda: a @ S):
+            _raises_everywhere(comm, TypeError, fn, "BlockSparseMatrix and a ndarray")
         _raises_everywhere(comm, ValueError, lambda: dm.from_global(None, grid=grid), "None")
         missing = "/nonexistent-distmat-dir/x.npy"
         _raises_everywhere(comm, FileNotFoundError, lambda: dm.save(A, missing), "does not exist")

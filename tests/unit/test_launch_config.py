@@ -64,6 +64,20 @@ def test_malformed_toml_names_line_and_column(tmp_path, capsys, no_mpi):
     assert "malformed TOML" in err and "line 5" in err and "column" in err
 
 
+def test_array_left_open_at_end_names_where_it_opened(tmp_path, capsys, no_mpi):
+    path = write(tmp_path, """
+        [job]
+        ranks = 2
+        [[task]]
+        op = "matmul"  # a comment with [ in it
+        name = "x[\\"y"
+        n = [64, 128
+    """)
+    code, _, err = run_cli(["run", path], capsys)
+    assert code == 2
+    assert "end of document" in err and "line 7, column 5 is never closed" in err
+
+
 def test_unknown_key_suggests_closest(tmp_path, capsys, no_mpi):
     path = write(tmp_path, GOOD + "repaet = 2\n")
     code, _, err = run_cli(["run", path], capsys)
@@ -254,3 +268,19 @@ def test_cli_subprocess_exit_code_2(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown key 'bogus'" in r.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_labels_name_changed_parameters_and_the_norm_order(tmp_path, no_mpi):
+    path = write(tmp_path, """
+        [job]
+        ranks = 2
+        [[task]]
+        op = "norm"
+        n = 64
+        [[task]]
+        op = "norm"
+        n = 64
+        ord = "inf"
+    """)
+    labels = [c.label() for c in load_job(path, check_available=False).cases]
+    assert labels == ["norm n=64 ord=fro", "norm n=64 ord=inf"]
