@@ -82,6 +82,17 @@ def test_cholesky_matches_scipy_and_larger_case(comm):
         x = x.gather(None)
         if not scaled_error(inf(a @ x - b), inf(a), inf(x), n=300, dtype=np.float64) <= 3.0:
             bad.append("solve(assume_a='pos') n=300")
+        for n, dt, block in [(1000, np.float64, (64, 64)), (1000, np.float32, (48, 32))]:
+            a = spd(n, dt, n)
+            b = np.random.default_rng(n).uniform(-1, 1, (n, 3)).astype(dt)
+            A = dm.from_global(a, grid=grid, block=block, root=None)
+            c = dm.linalg.cholesky(A, lower=True).gather(None)
+            x = dm.linalg.solve(A, dm.from_global(b, grid=grid, root=None),
+                                assume_a="pos").gather(None)
+            r_fac = scaled_error(inf(a - c @ c.T), inf(a), n=n, dtype=dt)
+            r_sol = scaled_error(inf(a @ x - b), inf(a), inf(x), n=n, dtype=dt)
+            if not (r_fac <= 3.0 and r_sol <= 3.0):
+                bad.append(f"n={n} {np.dtype(dt).name}: factor {r_fac:.3g} solve {r_sol:.3g}")
         assert_all(comm, not bad, "; ".join(bad))
 
 
