@@ -2,7 +2,9 @@
 
 ``A`` (``m x n``, ``m >= n``) is cut into row slabs, one per rank (a ``P x 1`` grid keeps its
 own rows; any other grid is first moved to contiguous slabs of ``ceil(m / P)`` rows by one
-all-to-all).  Each rank factors its slab with LAPACK (``A_i = Q_i R_i``); then a binary tree
+all-to-all).  Each rank factors its slab (``A_i = Q_i R_i``) as a flat tree of cache-sized
+chunks, each factored by LAPACK (a tall ``geqrf`` is bound by memory bandwidth, a chunk
+of about 1 MB is not), then the stacked chunk triangles once more; then a binary tree
 over the ranks combines the triangles: at level ``l`` rank ``r`` (``r % 2^(l+1) == 0``)
 receives ``R`` from rank ``r + 2^l`` (one message), factors the stacked pair
 ``[R_r; R_{r+2^l}] = Q_node R`` and goes up.  Rank 0 ends with ``R``, makes its diagonal
@@ -26,6 +28,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.linalg as sla
 from mpi4py import MPI
+from scipy.linalg import lapack
 
 from .. import comm as _c
 from ..errors import ShapeMismatchError
@@ -92,6 +95,82 @@ def _exchange(comm, local, src, src_ranks, dst, dst_ranks, dtype):
     return exchange(comm, local, src, src_ranks, dst, dst_ranks, dtype=dtype)
 
 
+#: The local QR works on chunks of about this many bytes (``chunk_rows(n)`` rows), so each
+#: LAPACK ``geqrf`` runs in cache; a tall ``geqrf`` is bound by memory bandwidth.
+CHUNK_BYTES = 1 << 20
+
+
+def chunk_rows(n: int, itemsize: int) -> int:
+    """Rows per chunk of the local QR: ``CHUNK_BYTES`` worth, at least ``2 n``."""
+    return max(2 * n, CHUNK_BYTES // max(1, n * itemsize))
+
+
+def _r_only(x: np.ndarray) -> np.ndarray:
+    """The ``min(rows, n) x n`` triangle of the QR of ``x`` (LAPACK ``geqrf``; may overwrite
+    ``x``).  scipy's ``qr(mode="r")`` zeroes a full ``rows x n`` copy, which costs more than
+    the factorization of a tall chunk."""
+    k = min(x.shape)
+    geqrf = lapack.get_lapack_funcs("geqrf", (x,))
+    fac, _, _, info = geqrf(np.asfortranarray(x), lwork=max(1, 64 * x.shape[1]), overwrite_a=True)
+    if info < 0:  # pragma: no cover - a LAPACK argument error is a bug here
+        raise RuntimeError(f"geqrf: illegal argument {-info}")
+    return np.triu(fac[:k])
+
+
+class _LocalQR:
+    """QR of this rank's rows (``mine x n``) as a flat tree of cache-sized chunks.
+
+    Each chunk of :func:`chunk_rows` rows is factored by LAPACK, then the stacked chunk
+    triangles once more: ``rows = blockdiag(Q_c) Q_s R``.  :attr:`r` is ``min(mine, n) x n``;
+    :meth:`q_times` returns ``blockdiag(Q_c) Q_s C``.
+    """
+
+    def __init__(self, rows: np.ndarray, n: int, want_q: bool):
+        mine = rows.shape[0]
+        self.mine = mine
+        self.dtype = rows.dtype
+        step = chunk_rows(n, rows.dtype.itemsize)
+        if mine <= 2 * step:
+            self.ranges = [(0, mine)] if mine else []
+        else:
+            cuts = list(range(0, mine, step))
+            if mine - cuts[-1] < n:     # a short last chunk joins the one before it
+                cuts.pop()
+            self.ranges = list(zip(cuts, cuts[1:] + [mine], strict=True))
+        self.qs: list[np.ndarray] = []
+        rs = []
+        for i0, i1 in self.ranges:
+            piece = np.array(rows[i0:i1], order="F")
+            if want_q:
+                q, r = sla.qr(piece, mode="economic", overwrite_a=True, check_finite=False)
+                self.qs.append(q)
+            else:
+                r = _r_only(piece)
+            rs.append(r)
+        self.q_stack = None
+        if not rs:
+            self.r = np.zeros((0, n), dtype=rows.dtype)
+        elif len(rs) == 1:
+            self.r = rs[0]
+        else:
+            stacked = np.vstack(rs)
+            if want_q:
+                self.q_stack, self.r = sla.qr(stacked, mode="economic", overwrite_a=True,
+                                              check_finite=False)
+            else:
+                self.r = _r_only(stacked)
+        self.offsets = np.cumsum([0] + [q.shape[1] for q in self.qs])
+
+    def q_times(self, C: np.ndarray) -> np.ndarray:
+        """This rank's rows of ``Q_local @ C`` (``C`` is ``r.shape[0] x ncols``)."""
+        out = np.empty((self.mine, C.shape[1]), dtype=self.dtype)
+        if self.q_stack is not None:
+            C = self.q_stack @ C
+        for (i0, i1), q, o in zip(self.ranges, self.qs, self.offsets, strict=False):
+            np.matmul(q, C[o:o + q.shape[1]], out=out[i0:i1])
+        return out
+
+
 class TSQRTree:
     """The reduction tree of one TSQR (internal).
 
@@ -124,18 +203,9 @@ class TSQRTree:
         # rows under the subtree rooted at rank r spanning ranks r .. r+s-1
         self._k = lambda r, s: int(min(csum[min(r + s, P)] - csum[r], n))
         self.dtype = dtype = rows.dtype
-        mine = rows.shape[0]
         # leaf factorization
-        if mine == 0:
-            self.q_leaf = np.zeros((0, 0), dtype=dtype)
-            R = np.zeros((0, n), dtype=dtype)
-        elif want_q:
-            self.q_leaf, R = sla.qr(np.array(rows, order="F"), mode="economic",
-                                    overwrite_a=True, check_finite=False)
-        else:
-            self.q_leaf = None
-            R = sla.qr(np.array(rows, order="F"), mode="r", overwrite_a=True,
-                       check_finite=False)[0][:min(mine, n)]
+        self.leaf = _LocalQR(rows, n, want_q)
+        R = self.leaf.r
         # upward pass
         self.nodes: list[tuple[int, int, np.ndarray | None]] = []  # (step, k_mine, Q_node)
         self.parent_step = 0  # the level at which this rank sent its R up (0: root)
@@ -155,8 +225,7 @@ class TSQRTree:
                                            check_finite=False)
                         else:
                             qn = None
-                            R = sla.qr(stacked, mode="r", overwrite_a=True,
-                                       check_finite=False)[0][:min(stacked.shape[0], n)]
+                            R = _r_only(stacked)
                         self.nodes.append((step, kme, qn))
             else:
                 parent = me - step
@@ -206,9 +275,7 @@ class TSQRTree:
             if M.shape[0] > kme and ncols:
                 _c.isend(comm, np.ascontiguousarray(M[kme:]), me + step, _TAG + 64 + step).wait()
             C = M[:kme]
-        if self.q_leaf.shape[0] == 0:
-            return np.zeros((0, ncols), dtype=dtype)
-        return self.q_leaf @ C
+        return self.leaf.q_times(C)
 
 
 def factor_rows(comm: MPI.Comm, rows: np.ndarray, counts: np.ndarray, n: int, *,
