@@ -4,7 +4,7 @@ Run on any number of ranks (the loss curve is the same, to float32 rounding, on 
 
     mpiexec -n 2 python -m mpi4py examples/mlp.py --epochs 20 --optimizer momentum
     mpiexec -n 4 python -m mpi4py examples/mlp.py --samples 4096 --hidden 512 512 --batch 512
-    mpiexec -n 2 python -m mpi4py examples/mlp.py --comm-dtype bfloat16   # compressed panels
+    mpiexec -n 2 python -m mpi4py examples/mlp.py --comm-dtype bfloat16 --profile  # 16-bit panels
 
 Model
 -----
@@ -43,6 +43,7 @@ so each rank builds only its own piece of every mini-batch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -246,6 +247,8 @@ def main(argv: Sequence[str] | None = None, comm: MPI.Comm | None = None) -> lis
     ap.add_argument("--grid", type=int, nargs=2, default=None, metavar=("PR", "PC"))
     ap.add_argument("--comm-dtype", choices=("float16", "bfloat16"), default=None,
                     help="compressed matmul panels (default: off)")
+    ap.add_argument("--profile", action="store_true",
+                    help="print the communication ledger and the training time (rank 0)")
     args = ap.parse_args(argv)
     comm = MPI.COMM_WORLD if comm is None else comm
     with dm.ProcessGrid(comm, None if args.grid is None else tuple(args.grid)) as grid:
@@ -253,11 +256,19 @@ def main(argv: Sequence[str] | None = None, comm: MPI.Comm | None = None) -> lis
             print(f"# MLP {[args.features + 1, *args.hidden, args.classes]} on a "
                   f"{grid.shape[0]} x {grid.shape[1]} grid, {args.samples} samples, batch "
                   f"{args.batch}, {args.optimizer}", flush=True)
-        return train(grid, samples=args.samples, features=args.features, hidden=args.hidden,
-                     classes=args.classes, epochs=args.epochs, batch=args.batch,
-                     optimizer=args.optimizer, lr=args.lr, block=args.block, seed=args.seed,
-                     separation=args.separation, comm_dtype=args.comm_dtype,
-                     log=lambda s: print(s, flush=True))
+        prof = dm.profile(grid)
+        t0 = MPI.Wtime()
+        with prof if args.profile else contextlib.nullcontext():
+            curve = train(grid, samples=args.samples, features=args.features,
+                          hidden=args.hidden, classes=args.classes, epochs=args.epochs,
+                          batch=args.batch, optimizer=args.optimizer, lr=args.lr,
+                          block=args.block, seed=args.seed, separation=args.separation,
+                          comm_dtype=args.comm_dtype, log=lambda s: print(s, flush=True))
+        seconds = grid.comm.allreduce(MPI.Wtime() - t0, op=MPI.MAX)
+        if args.profile and grid.rank == 0:
+            print(prof.table())
+            print(f"# training time {seconds:.3f} s (max over ranks)", flush=True)
+        return curve
 
 
 if __name__ == "__main__":

@@ -65,13 +65,15 @@ def test_loss_falls_and_is_the_same_on_every_grid(comm, optimizer, comm_dtype, r
 def test_command_line_prints_loss_per_epoch(comm, capsys):
     argv = ["--samples", "64", "--features", "6", "--hidden", "8", "--classes", "3",
             "--epochs", "4", "--batch", "32", "--block", "4", "--optimizer", "rmsprop",
-            "--separation", "0.8"]
+            "--separation", "0.8", "--profile"]
     curve = mlp.main(argv, comm=comm)
     out = capsys.readouterr().out.splitlines()
     ok = len(curve) == 4 and curve[-1] < curve[0]
     if comm.Get_rank() == 0:
-        ok = ok and out[0].startswith("# MLP") and len(out) == 5 and all(
-            f"loss {v:.6f}" in line for v, line in zip(curve, out[1:], strict=True))
+        ok = ok and out[0].startswith("# MLP") and all(
+            f"loss {v:.6f}" in line for v, line in zip(curve, out[1:5], strict=True))
+        ok = ok and any(line.split()[:1] == ["softmax"] for line in out[5:])
+        ok = ok and out[-1].startswith("# training time")
     else:
         ok = ok and out == []
     assert_all(comm, ok, f"curve {curve}, output {out}")
