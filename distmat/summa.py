@@ -263,13 +263,13 @@ def _encode(A: DistMatrix, B: DistMatrix, dtype: np.dtype, codec: Codec
         return enc(A), enc(B)
     with _c.agreed(A.grid.comm):  # float16 overflows above 65504: fail on every rank
         Aw, Bw = enc(A), enc(B)
-        for name, X, W in (("A", A, Aw), ("B", B, Bw)):
+        for X, W in ((A, Aw), (B, Bw)):
             if codec.overflowed(X.local, W.local):
                 big = float(np.max(np.abs(X.local[np.isfinite(X.local)])))
                 raise OverflowError(
-                    f"matmul: comm_dtype=float16 overflows: {name} has entries of magnitude "
-                    f"up to {big:.4g} but float16 holds at most 65504; scale the operands "
-                    f"or use comm_dtype=float32 or 'bfloat16'")
+                    f"matmul: comm_dtype=float16 overflows: an operand has entries of "
+                    f"magnitude up to {big:.4g} but float16 holds at most 65504; scale the "
+                    f"operands or use comm_dtype=float32 or 'bfloat16'")
     return Aw, Bw
 
 
