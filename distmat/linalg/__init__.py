@@ -8,6 +8,7 @@
 >>> Q, R = dm.linalg.qr(A)                       # blocked Householder, or TSQR when tall-skinny
 >>> X, residues, rank, s = dm.linalg.lstsq(A, B)
 >>> U, s, Vh = dm.linalg.svd(A)                 # tall-skinny: TSQR + SVD of the small R
+>>> U, s, Vh = dm.linalg.svds(A, 10)            # randomized truncated SVD, s descending
 
 ``distmat.linalg.tsqr.tsqr(A)`` returns ``(Q, R)`` with ``R`` replicated (a numpy array).
 
@@ -22,8 +23,9 @@ from .qr import qr
 from .refine import RefineInfo
 from .solve import solve
 from .svd import svd
+from .svds import svds
 from .triangular import solve_triangular
 
 __all__ = ["LUFactor", "lu_factor", "lu_solve", "solve", "CholeskyFactor", "cholesky",
            "cho_factor", "cho_solve", "solve_triangular", "inv", "det", "slogdet",
-           "RefineInfo", "qr", "lstsq", "svd"]
+           "RefineInfo", "qr", "lstsq", "svd", "svds"]
