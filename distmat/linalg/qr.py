@@ -31,6 +31,7 @@ from ..errors import ShapeMismatchError
 from ..layout import Layout
 from ..matrix import DistMatrix
 from . import _checks
+from ._kernels import gemm_update
 from ._panels import Index
 from .tsqr import tsqr
 
@@ -179,7 +180,7 @@ def geqrf(a: DistMatrix, panel: int | None = None, keep: bool = True) -> Reflect
             W = V.conj().T @ A2
             if pr > 1:
                 _c.allreduce(grid.col_comm, W)
-            A2 -= V @ (T.conj().T @ W)
+            gemm_update(A2, V, T.conj().T @ W)
         if keep:
             refl.panels.append((k0, kw, V, T))
         k0 += kw
@@ -199,7 +200,7 @@ def _factor_panel(idx: Index, A: np.ndarray, k0: int, kw: int, lr0: int, lc0: in
     gcols = k0 + np.arange(kw)
     if grid.shape[0] == 1:
         geqrf_ = lapack.get_lapack_funcs("geqrf", dtype=A.dtype)
-        fac, tau, _, info = geqrf_(np.asfortranarray(P), overwrite_a=True)
+        fac, tau, _, info = geqrf_(np.asfortranarray(P), lwork=64 * kw, overwrite_a=True)
         if info < 0:  # pragma: no cover - a LAPACK argument error is a bug here
             raise RuntimeError(f"geqrf: illegal argument {-info}")
         P[...] = fac
@@ -279,7 +280,7 @@ def orgqr(a: DistMatrix, refl: Reflectors) -> DistMatrix:
         W = V.conj().T @ Q2
         if grid.shape[0] > 1:
             _c.allreduce(grid.col_comm, W)
-        Q2 -= V @ (T @ W)
+        gemm_update(Q2, V, T @ W)
     return DistMatrix._wrap(Q, (m, k), a.block, grid)
 
 
