@@ -226,6 +226,7 @@ def _panel_columns(idx: Index, P: np.ndarray, k0: int, kw: int, lr0: int) -> np.
     grid = idx.grid
     layout = idx.layout
     tau = np.zeros(kw, dtype=P.dtype)
+    acc = np.result_type(P.dtype, np.float64)
     for j in range(kw):
         g = k0 + j
         a = idx.row_start(g) - lr0            # my first panel row at or below g
@@ -234,14 +235,14 @@ def _panel_columns(idx: Index, P: np.ndarray, k0: int, kw: int, lr0: int) -> np.
         x = P[a:, j]
         rest = P[a:, j + 1:]
         s0 = 1 if mine else 0                 # skip the diagonal row in the sums
-        buf = np.zeros(2 + 2 * r, dtype=P.dtype)
+        buf = np.zeros(2 + 2 * r, dtype=acc)  # float32 sums of squares would overflow early
         xs = x[s0:]
-        buf[0] = np.vdot(xs, xs).real
+        buf[0] = np.vdot(xs, xs.astype(acc)).real
         if mine:
             buf[1] = x[0]
             buf[2 + r:] = rest[0]
         if r:
-            buf[2:2 + r] = xs.conj() @ rest[s0:]
+            buf[2:2 + r] = xs.astype(acc, copy=False).conj() @ rest[s0:].astype(acc, copy=False)
         _c.allreduce(grid.col_comm, buf)
         ssq, alpha = float(buf[0].real), buf[1]
         if ssq == 0.0 and np.imag(alpha) == 0:

@@ -259,6 +259,22 @@ def test_qr_smaller_than_grid(comm):
         assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
 
 
+def test_qr_extreme_scaling(comm):
+    """float32 columns whose squares overflow (1e25) or underflow (1e-25) float32."""
+    for shape, grid in subgrids(comm, [(1, 1), (2, 1), (2, 2), (1, 3)]):
+        bad = []
+        if grid is not None:
+            for scale in (1e25, 1e-25):
+                a = (_matrix(23, 11, np.float64, 5) * scale).astype(np.float32)
+                A = dm.from_global(a, grid=grid, block=(3, 4), root=None)
+                for method in ("householder", "tsqr"):
+                    Q, R = dm.linalg.qr(A, method=method)
+                    fac, orth = qr_ratios(a, Q.gather(None), R.gather(None), np.float32)
+                    if not (fac <= THRESH and orth <= THRESH):
+                        bad.append(f"scale {scale:g} {method}: fac {fac:.3g} orth {orth:.3g}")
+        assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
+
+
 def test_qr_argument_errors(comm):
     with dm.ProcessGrid(comm) as grid:
         A = dm.random((7, 5), seed=1, grid=grid)
