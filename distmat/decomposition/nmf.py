@@ -22,7 +22,8 @@ So an iteration moves ``O((m / pr + n / pc) k)`` words and no entry of ``A``; th
 elementwise (or ``k`` column sweeps) on the local rows, done redundantly by the ranks that
 share them.  A block-sparse ``A`` uses its local block-CSR directly (the SpMM kernel of
 :func:`distmat.sparse.spmm.local_product`, and a local transpose of the block structure
-built once for ``A^T W``), so dense and sparse inputs run the same iteration.
+built once for ``A^T W``; see :mod:`distmat.linalg._local_operator`), so dense and sparse
+inputs run the same iteration.
 
 Error
 -----
@@ -48,9 +49,9 @@ from .. import rng
 from ..errors import GridMismatchError, ShapeMismatchError
 from ..grid import ProcessGrid
 from ..layout import Layout
+from ..linalg._local_operator import LocalOperator
 from ..matrix import DistMatrix, default_block
 from ..sparse.bsr import BlockSparseMatrix
-from ..sparse.spmm import local_product
 
 __all__ = ["nmf", "NMFResult", "METHODS"]
 
@@ -141,63 +142,6 @@ def _min_and_bad(x: np.ndarray) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- local kernels
-
-
-class _LocalA:
-    """This rank's piece of ``A`` and its two local products (no communication)."""
-
-    def __init__(self, A: DistMatrix | BlockSparseMatrix):
-        grid = A.grid
-        if isinstance(A, DistMatrix):
-            self.block = A.block
-            self.values = A.local
-            self._dense = A.local
-            lay = A.layout
-        else:
-            bs = A.bs
-            self.block = (bs, bs)
-            self.values = A.data
-            self._dense = None
-            lay = Layout(A.shape, (bs, bs), grid.shape)
-            nlbr, nlbc = A._local_nblocks(A.shape, bs, grid)
-            self._bs, self._nlbr, self._nlbc = bs, nlbr, nlbc
-            self._indptr, self._indices, self._data = A.indptr, A.indices, A.data
-            # local transpose of the block structure, built once, for A_loc^T @ W
-            li = np.repeat(np.arange(nlbr, dtype=np.int64), np.diff(A.indptr))
-            lj = A.indices
-            order = np.lexsort((li, lj))
-            self._t_indptr = np.zeros(nlbc + 1, dtype=np.int64)
-            np.cumsum(np.bincount(lj, minlength=nlbc), out=self._t_indptr[1:])
-            self._t_indices = li[order]
-            self._t_data = np.ascontiguousarray(A.data[order].transpose(0, 2, 1))
-        self.layout = lay
-        self.rows = lay.rows(grid.myrow)
-        self.cols = lay.cols(grid.mycol)
-        self.mloc, self.nloc = self.rows.size, self.cols.size
-
-    def times(self, Ht: np.ndarray, out: np.ndarray) -> None:
-        """``out = A_loc @ Ht`` (``mloc x k``)."""
-        if self._dense is not None:
-            np.matmul(self._dense, Ht, out=out)
-            return
-        out[...] = self._sparse(self._indptr, self._indices, self._data, Ht, self._nlbc,
-                                self._nlbr, self.mloc)
-
-    def t_times(self, W: np.ndarray, out: np.ndarray) -> None:
-        """``out = A_loc^T @ W`` (``nloc x k``)."""
-        if self._dense is not None:
-            np.matmul(self._dense.T, W, out=out)
-            return
-        out[...] = self._sparse(self._t_indptr, self._t_indices, self._t_data, W, self._nlbr,
-                                self._nlbc, self.nloc)
-
-    def _sparse(self, indptr: np.ndarray, pos: np.ndarray, data: np.ndarray, X: np.ndarray,
-                nin: int, nout: int, rows_out: int) -> np.ndarray:
-        bs, k = self._bs, X.shape[1]
-        Xp = np.zeros((nin * bs, k), dtype=X.dtype)
-        Xp[:X.shape[0]] = X
-        Y = local_product(indptr, pos, data, Xp.reshape(nin, bs, k))
-        return Y.reshape(nout * bs, k)[:rows_out]
 
 
 def _update(method: str, X: np.ndarray, AY: np.ndarray, G: np.ndarray, eps: float
@@ -321,7 +265,7 @@ def nmf(A: DistMatrix | BlockSparseMatrix, k: int, *, method: str = "mu", max_it
     grid = A.grid
     _check_factor(W0, "W0", (m, k), grid)
     _check_factor(H0, "H0", (k, n), grid)
-    loc = _LocalA(A)
+    loc = LocalOperator(A)
     mloc, nloc = loc.mloc, loc.nloc
     eps = float(np.finfo(dtype).eps)
     comm = grid.comm
@@ -378,7 +322,7 @@ def nmf(A: DistMatrix | BlockSparseMatrix, k: int, *, method: str = "mu", max_it
                 pq[:] = 0.0
             req = _c.iallreduce(comm, pq)
             Wn = _update(method, W, AHt, GH, eps)
-            loc.t_times(Wn, colbuf[:nloc])
+            loc.h_times(Wn, colbuf[:nloc])
             np.matmul(Wn.T, Wn, out=colbuf[nloc:])
             req.wait()
             err = float(np.sqrt(max(normA2 - 2.0 * pq[0] + pq[1], 0.0)))

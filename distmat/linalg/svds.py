@@ -1,42 +1,49 @@
 """Randomized truncated SVD ``A ~ U diag(s) Vh`` (``dm.linalg.svds``, layer 3).
 
 The range finder of Halko, Martinsson and Tropp (2011, algorithms 4.4 and 5.1) with every
-large step distributed and nothing of size ``m`` or ``n`` replicated:
+large step distributed and nothing of size ``m x n`` moved or anything of size ``m`` or
+``n`` replicated on every rank:
 
-1. ``Omega = dm.random((n, l), "normal", seed=seed)`` with ``l = k + oversample`` (capped at
-   ``min(m, n)``): the same sketch on any grid;
-2. ``Y = A Omega`` (SUMMA, or SpMM for a block-sparse ``A``);
+1. ``Omega`` (``n x l``, ``l = k + oversample`` capped at ``min(m, n)``) holds the entries
+   of ``dm.random((n, l), "normal", seed=seed)``: the same sketch on any grid, and each rank
+   draws only the rows it needs;
+2. ``Y = A Omega``;
 3. ``power_iters`` times: ``Q = qr(Y)``, ``Z = A^H Q``, ``Q_z = qr(Z)``, ``Y = A Q_z``
    (re-orthonormalised subspace iteration, so the small singular values are not lost to
    rounding);
 4. ``Q = qr(Y)`` (``m x l``), ``B^H = A^H Q`` (``n x l``);
 5. ``B^H = Q_b R_b`` by TSQR, and the SVD of the small ``l x l`` ``R_b^H = U_r S V_r^H``
    (LAPACK on rank 0, broadcast), so ``B = U_r S (Q_b V_r)^H``;
-6. ``U = Q U_r[:, :k]`` and ``V = Q_b V_r[:, :k]`` (local GEMMs with the replicated small
-   factor and one all-reduce along grid rows), ``Vh = V^H`` (one distributed transpose).
-   Each singular pair is scaled by the sign (phase) that makes the largest entry of its
-   column of ``U`` real positive (scikit-learn's ``svd_flip`` convention), so the vectors
-   do not depend on sign choices inside LAPACK or on the grid.
+6. ``U = Q U_r[:, :k]`` and ``V = Q_b V_r[:, :k]``, ``Vh = V^H``.  Each singular pair is
+   scaled by the sign (phase) that makes the largest entry of its column of ``U`` real
+   positive (scikit-learn's ``svd_flip`` convention), so the vectors depend neither on sign
+   choices inside LAPACK nor on the grid.
 
-Every QR is :func:`distmat.linalg.tsqr.tsqr` of a tall ``? x l`` matrix (its ``R`` has a
-non-negative diagonal, so ``Q`` is unique and the result does not depend on the grid beyond
-rounding).  Products with ``A``: ``2 + 2 power_iters``; TSQRs: ``2 + 2 power_iters``.
+Products with ``A`` use :mod:`distmat.linalg._local_operator`: the thin ``m x l`` matrices
+live as ``[MC,*]`` (this process row's rows, every column) and the ``n x l`` ones as
+``[MR,*]``, so ``A Omega`` is one local GEMM (or block-sparse product) and one all-reduce of
+``(m / pr) l`` numbers along the grid row, and ``A^H Q`` one local GEMM and one all-reduce
+down the grid column; ``A`` itself never moves (SUMMA would broadcast ``A``'s panels for
+these thin products).  Every QR is :func:`distmat.linalg.tsqr.tsqr` of a tall ``? x l``
+DistMatrix built from the replicated rows without messages (``Z`` through one distributed
+transpose); its ``R`` has a non-negative diagonal, so ``Q`` is unique and the result does
+not depend on the grid beyond rounding.  Cost: ``2 + 2 power_iters`` local products with
+``A`` (``4 m n l / p`` flops in all per pass pair) and as many TSQRs of ``? x l`` matrices.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
 from .. import comm as _c
-from ..creation import random
 from ..layout import Layout
 from ..matrix import DistMatrix, default_block
+from ..rng import standard_normal
 from ..sparse.bsr import BlockSparseMatrix
-from ..summa import matmul
+from ._local_operator import LocalOperator
 from .svd import replicated_svd
 from .tsqr import tsqr
 
@@ -49,18 +56,6 @@ def _check_int(v: Any, name: str, lo: int, hi: int | None = None) -> int:
         what = f">= {lo}" if hi is None else f"in {lo}..{hi}"
         raise ValueError(f"{name} must be an integer {what}, got {v!r}")
     return int(v)
-
-
-def _operators(A: DistMatrix | BlockSparseMatrix
-               ) -> tuple[Callable[[DistMatrix], DistMatrix], Callable[[DistMatrix], DistMatrix],
-                          int]:
-    """``(X -> A X, X -> A^H X, column block of A)`` for a dense or block-sparse ``A``."""
-    if isinstance(A, DistMatrix):
-        return (lambda X: matmul(A, X), lambda X: matmul(A, X, trans_a="C"), A.block[1])
-    from ..sparse.spmm import spmm
-
-    AH = A.H  # moved once; every A^H X is then an SpMM
-    return (lambda X: spmm(A, X), lambda X: spmm(AH, X), A.bs)
 
 
 def _rows_times(X: DistMatrix, M: np.ndarray) -> np.ndarray:
@@ -185,18 +180,52 @@ def svds(A: DistMatrix | BlockSparseMatrix, k: int, *, oversample: int = 10,
     comm = grid.comm
     dtype = A.dtype
     l = min(k + oversample, m, n)  # noqa: E741 - Halko et al.'s name for the sketch width
-    times, times_h, nb = _operators(A)
+    op = LocalOperator(A)
+    mb, nb = op.block
+    lb = default_block((max(m, n), l), grid.shape)[1]
+    rows_l = Layout((l, n), (lb, nb), grid.shape).rows(grid.myrow)
 
+    def a_times(X_mr: np.ndarray) -> np.ndarray:  # A X: [MR,*] -> [MC,*]
+        out = np.ascontiguousarray(op.times(X_mr))
+        if grid.shape[1] > 1:
+            _c.allreduce(grid.row_comm, out)
+        return out
+
+    def ah_times(Y_mc: np.ndarray) -> np.ndarray:  # A^H Y: [MC,*] -> [MR,*]
+        out = np.ascontiguousarray(op.h_times(Y_mc))
+        if grid.shape[0] > 1:
+            _c.allreduce(grid.col_comm, out)
+        return out
+
+    def orth_mc(Y_mc: np.ndarray) -> np.ndarray:  # Q of qr(Y) as [MC,*]
+        lay = Layout((m, l), (mb, lb), grid.shape)
+        Yd = DistMatrix._wrap(np.ascontiguousarray(Y_mc[:, lay.cols(grid.mycol)]), (m, l),
+                              (mb, lb), grid)
+        Q, _r = tsqr(Yd)
+        return _gather_cols(Q.local, lay.cols(grid.mycol), l, grid)
+
+    def orth_mr(Z_mr: np.ndarray, keep: bool = False):  # Q of qr(Z) as [MR,*] (and Q, R)
+        Zt = DistMatrix._wrap(np.ascontiguousarray(Z_mr[:, rows_l].T), (l, n), (lb, nb), grid)
+        Q, R = tsqr(Zt.T)  # one distributed transpose to the tall n x l
+        if keep:
+            return Q, R
+        Qt = Q.T  # l x n with block (lb, nb): this process column's rows of Q, some columns
+        Qmr = np.zeros((n_loc, l), dtype=Q.dtype)
+        Qmr[:, rows_l] = Qt.local.T
+        if grid.shape[0] > 1:
+            _c.allreduce(grid.col_comm, Qmr)
+        return Qmr
+
+    n_loc = op.nloc
     with _c.operation("svds"):
-        omega = random((n, l), "normal", seed=seed, dtype=dtype, grid=grid,
-                       block=(nb, default_block((n, l), grid.shape)[1]))
-        Y = times(omega)
+        omega = standard_normal(op.cols, np.arange(l), l, seed, 0)
+        if dtype.kind == "c":
+            omega = omega + 1j * standard_normal(op.cols, np.arange(l), l, seed, 1)
+        Y = a_times(omega.astype(dtype))
         for _ in range(power_iters):
-            Q, _r = tsqr(Y)
-            Qz, _r = tsqr(times_h(Q))
-            Y = times(Qz)
-        Q, _r = tsqr(Y)
-        Qb, Rb = tsqr(times_h(Q))  # B^H = A^H Q = Qb Rb, so B = Rb^H Qb^H
+            Y = a_times(orth_mr(ah_times(orth_mc(Y))))
+        Q = orth_mc(Y)
+        Qb, Rb = orth_mr(ah_times(Q), keep=True)  # B^H = A^H Q = Qb Rb, so B = Rb^H Qb^H
         # R_b = U_a S V_a^H, so R_b^H = V_a S U_a^H: U_r = V_a, V_r = U_a
         u_a, s, vh_a = replicated_svd(comm, Rb, compute_uv=True)
         if comm.Get_size() > 1:
@@ -204,10 +233,22 @@ def svds(A: DistMatrix | BlockSparseMatrix, k: int, *, oversample: int = 10,
                 u_a = np.empty((l, l), dtype=Rb.dtype)
             u_a = np.ascontiguousarray(u_a)
             _c.bcast(comm, u_a, 0)
-        Upart = _rows_times(Q, np.ascontiguousarray(vh_a[:k].conj().T))
-        c = _phases(Upart, Q.global_rows, grid)  # fix each singular vector's sign / phase
-        Upart *= c
-        U = _wrap_rows(Upart, Q)
+        Umc = Q @ vh_a[:k].conj().T  # [MC,*]: no message
+        c = _phases(Umc, op.rows, grid)  # fix each singular vector's sign / phase
+        Umc *= c
+        ub = (mb, default_block((m, k), grid.shape)[1])
+        U = DistMatrix._wrap(np.ascontiguousarray(
+            Umc[:, Layout((m, k), ub, grid.shape).cols(grid.mycol)]), (m, k), ub, grid)
         V = _wrap_rows(_rows_times(Qb, np.ascontiguousarray(u_a[:, :k] * c)), Qb)
         Vh = V.H
     return U, np.array(s[:k]), Vh
+
+
+def _gather_cols(local: np.ndarray, cols: np.ndarray, ncols: int, grid) -> np.ndarray:
+    """Every column of this process row's rows: the pieces summed along the grid row."""
+    if grid.shape[1] == 1:
+        return np.ascontiguousarray(local)
+    full = np.zeros((local.shape[0], ncols), dtype=local.dtype)
+    full[:, cols] = local
+    _c.allreduce(grid.row_comm, full)
+    return full
