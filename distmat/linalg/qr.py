@@ -24,6 +24,7 @@ factors do not depend on the grid or the path.
 from __future__ import annotations
 
 import numpy as np
+from mpi4py import MPI
 from scipy.linalg import lapack
 
 from .. import comm as _c
@@ -222,11 +223,19 @@ def _factor_panel(idx: Index, A: np.ndarray, k0: int, kw: int, lr0: int, lc0: in
 
 
 def _panel_columns(idx: Index, P: np.ndarray, k0: int, kw: int, lr0: int) -> np.ndarray:
-    """The pdgeqr2 loop: one all-reduce over the column communicator per column."""
+    """The pdgeqr2 loop: one all-reduce over the column communicator per column.
+
+    The sums are taken in (at least) float64.  When they overflow or underflow (entries
+    beyond about ``1e154`` or below ``1e-146`` in float64), the column is summed again
+    scaled by its largest magnitude (one more MAX and SUM all-reduce), as LAPACK's
+    ``larfg`` rescales.
+    """
     grid = idx.grid
     layout = idx.layout
     tau = np.zeros(kw, dtype=P.dtype)
     acc = np.result_type(P.dtype, np.float64)
+    real = np.finfo(acc).dtype
+    tiny = np.finfo(real).tiny / np.finfo(real).eps
     for j in range(kw):
         g = k0 + j
         a = idx.row_start(g) - lr0            # my first panel row at or below g
@@ -235,19 +244,29 @@ def _panel_columns(idx: Index, P: np.ndarray, k0: int, kw: int, lr0: int) -> np.
         x = P[a:, j]
         rest = P[a:, j + 1:]
         s0 = 1 if mine else 0                 # skip the diagonal row in the sums
-        buf = np.zeros(2 + 2 * r, dtype=acc)  # float32 sums of squares would overflow early
-        xs = x[s0:]
-        buf[0] = np.vdot(xs, xs.astype(acc)).real
+        xs, rs = x[s0:], rest[s0:]
+        # [sum |x_i|^2, nonzeros, alpha, x^H rest (r), diagonal row of rest (r)], i > g
+        buf = np.zeros(3 + 2 * r, dtype=acc)
+        xa = xs.astype(acc, copy=False)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked below
+            buf[0] = np.vdot(xa, xa).real
+            if r:
+                buf[3:3 + r] = xa.conj() @ rs.astype(acc, copy=False)
+        buf[1] = np.count_nonzero(xs)
         if mine:
-            buf[1] = x[0]
-            buf[2 + r:] = rest[0]
-        if r:
-            buf[2:2 + r] = xs.astype(acc, copy=False).conj() @ rest[s0:].astype(acc, copy=False)
-        _c.allreduce(grid.col_comm, buf)
-        ssq, alpha = float(buf[0].real), buf[1]
-        if ssq == 0.0 and np.imag(alpha) == 0:
+            buf[2] = x[0]
+            buf[3 + r:] = rest[0]
+        with np.errstate(over="ignore", invalid="ignore"):
+            _c.allreduce(grid.col_comm, buf)
+        ssq, alpha, arow = float(buf[0].real), buf[2], buf[3 + r:]
+        if buf[1].real == 0 and np.imag(alpha) == 0:
             continue                          # H = I (tau = 0), as LAPACK's larfg
-        beta = -np.copysign(np.sqrt(abs(alpha) ** 2 + ssq), np.real(alpha))
+        if np.isfinite(buf[:3 + r]).all() and ssq >= tiny:
+            norm = np.sqrt(abs(alpha) ** 2 + ssq)
+            sx, z_s, sr = 1.0, buf[3:3 + r], 1.0
+        else:
+            norm, sx, z_s, sr = _rescaled_sums(grid.col_comm, xs, rs, alpha, acc, real)
+        beta = -np.copysign(norm, np.real(alpha))
         t = (beta - alpha) / beta
         scale = 1.0 / (alpha - beta)
         xs *= scale
@@ -255,11 +274,38 @@ def _panel_columns(idx: Index, P: np.ndarray, k0: int, kw: int, lr0: int) -> np.
             x[0] = beta
         tau[j] = t
         if r:
-            wvec = np.conj(t) * (buf[2 + r:] + np.conj(scale) * buf[2:2 + r])
+            # v^H rest = rest[g] + conj(scale) x^H rest, with x^H rest = sx * z_s * sr
+            wvec = np.conj(t) * (arow + np.conj(scale * sx) * (z_s * sr))
             if mine:
                 rest[0] -= wvec
-            rest[s0:] -= np.outer(xs, wvec)
+            rs -= np.outer(xs, wvec)
     return tau
+
+
+def _rescaled_sums(col_comm, xs: np.ndarray, rs: np.ndarray, alpha, acc, real):
+    """Column norm and ``x^H rest`` from data scaled by their largest magnitudes.
+
+    Returns ``(norm, sx, z_s, sr)`` with ``norm = ||[alpha; x]||`` and
+    ``x^H rest = sx * z_s * sr`` (``sr`` per column of ``rest``).  Collective over
+    ``col_comm`` (a MAX and a SUM all-reduce).
+    """
+    r = rs.shape[1]
+    mx = np.zeros(1 + r, dtype=real)
+    if xs.size:
+        mx[0] = np.abs(xs).max()
+        if r:
+            mx[1:] = np.abs(rs).max(axis=0)
+    _c.allreduce(col_comm, mx, MPI.MAX)
+    sx = float(mx[0]) if mx[0] > 0 else 1.0
+    sr = np.where(mx[1:] > 0, mx[1:], 1.0)
+    xa = xs.astype(acc) / sx
+    buf = np.zeros(1 + r, dtype=acc)
+    buf[0] = np.vdot(xa, xa).real
+    if r:
+        buf[1:] = xa.conj() @ (rs.astype(acc) / sr)
+    _c.allreduce(col_comm, buf)
+    norm = sx * np.hypot(abs(alpha) / sx, np.sqrt(buf[0].real))
+    return norm, sx, buf[1:], sr
 
 
 def orgqr(a: DistMatrix, refl: Reflectors) -> DistMatrix:

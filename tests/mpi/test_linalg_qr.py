@@ -259,17 +259,23 @@ def test_qr_smaller_than_grid(comm):
         assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
 
 
+def _scaled_ratios(a, q, r, scale, dt):
+    """qr_ratios of ``a / scale`` (the products of huge entries overflow float64 itself)."""
+    return qr_ratios((a.astype(np.float64) / scale), q, r.astype(np.float64) / scale, dt)
+
+
 def test_qr_extreme_scaling(comm):
-    """float32 columns whose squares overflow (1e25) or underflow (1e-25) float32."""
+    """Columns whose squares overflow or underflow the working (or float64) precision."""
     for shape, grid in subgrids(comm, [(1, 1), (2, 1), (2, 2), (1, 3)]):
         bad = []
         if grid is not None:
-            for scale in (1e25, 1e-25):
-                a = (_matrix(23, 11, np.float64, 5) * scale).astype(np.float32)
+            for scale, dt in ((1e25, np.float32), (1e-25, np.float32), (1e200, np.float64),
+                              (1e-200, np.float64)):
+                a = (_matrix(23, 11, np.float64, 5) * scale).astype(dt)
                 A = dm.from_global(a, grid=grid, block=(3, 4), root=None)
                 for method in ("householder", "tsqr"):
                     Q, R = dm.linalg.qr(A, method=method)
-                    fac, orth = qr_ratios(a, Q.gather(None), R.gather(None), np.float32)
+                    fac, orth = _scaled_ratios(a, Q.gather(None), R.gather(None), scale, dt)
                     if not (fac <= THRESH and orth <= THRESH):
                         bad.append(f"scale {scale:g} {method}: fac {fac:.3g} orth {orth:.3g}")
         assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
