@@ -1,6 +1,7 @@
 """A model-parallel multilayer perceptron trained with distmat (float32).
 
-Run on any number of ranks (the loss curve is the same, to float32 rounding, on all of them)::
+Run on any number of ranks (the loss curve is the same, to float32 rounding, on all of them;
+with ``--comm-dtype`` to about the 16-bit format's precision)::
 
     mpiexec -n 2 python -m mpi4py examples/mlp.py --epochs 20 --optimizer momentum
     mpiexec -n 4 python -m mpi4py examples/mlp.py --samples 4096 --hidden 512 512 --batch 512
@@ -25,8 +26,9 @@ bias; the other layers have none.
   and then the sum of ``exp`` over its local columns, and one ``allreduce`` of a vector of
   its local rows over ``grid.row_comm`` (the ranks of its grid row) completes each (the
   ``distmat.comm`` wrappers, counted in the ledger under ``softmax``).  The loss term of
-  sample ``i`` lives on the rank owning entry ``(i, y_i)``; one scalar ``allreduce`` over
-  the grid sums them.  The gradient ``(softmax(Z) - onehot(y)) / batch`` is then local.
+  sample ``i`` lives on the rank owning entry ``(i, y_i)``; one ``allreduce`` of two numbers
+  (loss sum, correct count) over the grid sums them.  The gradient
+  ``(softmax(Z) - onehot(y)) / batch`` is then local.
 - **Update**: :mod:`distmat.optim` (elementwise, no communication).
 - **Compressed communication** (``--comm-dtype float16|bfloat16``, off by default): every
   product's operand panels travel in 16 bits (see ``dm.matmul(comm_dtype=)``).
