@@ -157,6 +157,8 @@ def geqrf(a: DistMatrix, panel: int | None = None, keep: bool = True) -> Reflect
     w = min(panel or nb, nb)
     refl = Reflectors()
     pr, pc = grid.shape
+    if pr == 1 and pc > 1 and k:
+        return _geqrf_row_lookahead(a, idx, w, keep)
     k0 = 0
     while k0 < k:
         kw = min(w, nb - k0 % nb, k - k0)
@@ -185,6 +187,87 @@ def geqrf(a: DistMatrix, panel: int | None = None, keep: bool = True) -> Reflect
         if keep:
             refl.panels.append((k0, kw, V, T))
         k0 += kw
+    return refl
+
+
+def _steps(k: int, nb: int, w: int) -> list[tuple[int, int]]:
+    """``(k0, kw)`` of the panels: at most ``w`` columns, never across a block boundary."""
+    out, k0 = [], 0
+    while k0 < k:
+        kw = min(w, nb - k0 % nb, k - k0)
+        out.append((k0, kw))
+        k0 += kw
+    return out
+
+
+#: Columns per GEMM chunk of the look-ahead update (the broadcast in flight is tested
+#: between chunks, since MPICH progresses only inside MPI calls).
+UPDATE_CHUNK = 512
+
+
+def _apply_left(A: np.ndarray, V: np.ndarray, T: np.ndarray, lr0: int, c0: int, c1: int,
+                req: _c.Request | None = None) -> None:
+    """``A[lr0:, c0:c1] = (I - V T V^H)^H A[lr0:, c0:c1]`` on one process row (rank-local)."""
+    TH = T.conj().T
+    for a in range(c0, c1, UPDATE_CHUNK):
+        b = min(c1, a + UPDATE_CHUNK)
+        A2 = A[lr0:, a:b]
+        gemm_update(A2, V, TH @ (V.conj().T @ A2))
+        if req is not None:
+            req.test()
+
+
+def _geqrf_row_lookahead(a: DistMatrix, idx: Index, w: int, keep: bool) -> Reflectors:
+    """:func:`geqrf` on a ``1 x P`` grid with a look-ahead of one panel.
+
+    The owner of panel ``i + 1`` applies panel ``i``'s reflectors to those columns first,
+    factors them (LAPACK, all rows are local) and starts their broadcast along the row
+    before it updates the rest of its columns; the other ranks post the broadcast and
+    update, so nobody waits for a panel while it has work.  Collective over the row.
+    """
+    m, n = a.shape
+    grid = a.grid
+    A = a.local
+    steps = _steps(min(m, n), a.block[1], w)
+    owners = [int(a.layout.col_owner(k0)) for k0, _ in steps]
+    refl = Reflectors()
+
+    def post(i: int) -> tuple[_c.Request, np.ndarray]:
+        k0, kw = steps[i]
+        nloc = m - k0
+        buf = np.empty(nloc * kw + kw * kw, dtype=A.dtype)
+        if grid.mycol == owners[i]:
+            V, T = _factor_panel(idx, A, k0, kw, k0, idx.col_start(k0))
+            buf[:nloc * kw] = V.ravel()
+            buf[nloc * kw:] = T.ravel()
+        return _c.ibcast(grid.row_comm, buf, owners[i]), buf
+
+    req, buf = post(0)
+    for i, (k0, kw) in enumerate(steps):
+        req.wait()
+        nloc = m - k0
+        V = buf[:nloc * kw].reshape(nloc, kw)
+        T = buf[nloc * kw:].reshape(kw, kw)
+        lct = idx.col_start(k0 + kw)
+        ncols = A.shape[1]
+        nxt = None
+        if i + 1 < len(steps):
+            k1, kw1 = steps[i + 1]
+            if grid.mycol == owners[i + 1]:
+                p0, p1 = idx.col_start(k1), idx.col_start(k1 + kw1)
+                _apply_left(A, V, T, k0, p0, p1)
+                nxt = post(i + 1)
+                _apply_left(A, V, T, k0, lct, p0, nxt[0])
+                _apply_left(A, V, T, k0, p1, ncols, nxt[0])
+            else:
+                nxt = post(i + 1)
+                _apply_left(A, V, T, k0, lct, ncols, nxt[0])
+        else:
+            _apply_left(A, V, T, k0, lct, ncols)
+        if keep:
+            refl.panels.append((k0, kw, V, T))
+        if nxt is not None:
+            req, buf = nxt
     return refl
 
 
