@@ -81,7 +81,7 @@ bench-sparse: venv
 	  distmat.bench.sparse $(SPARSE_ARGS)
 
 lint: venv
-	$(BIN)/ruff check distmat launch tests
+	$(BIN)/ruff check distmat launch tests examples
 
 clean:
 	rm -rf $(VENV) build *.egg-info
