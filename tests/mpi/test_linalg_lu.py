@@ -133,7 +133,8 @@ def test_permutation_like_and_pivot_growth(comm):
 def test_larger_random_cases(comm):
     with dm.ProcessGrid(comm) as grid:
         bad = []
-        for n, dt, block, nrhs in [(1000, np.float64, (64, 64), 3), (1000, np.float32, (32, 48), 7)]:
+        for n, dt, block, nrhs in [(1000, np.float64, (64, 64), 3),
+                                   (1000, np.float32, (32, 48), 7)]:
             A = dm.random((n, n), seed=n, low=-1.0, grid=grid, block=block, dtype=dt)
             B = dm.random((n, nrhs), seed=n + 1, grid=grid, block=(block[0], 4), dtype=dt)
             a, b = A.gather(None), B.gather(None)
