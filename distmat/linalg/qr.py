@@ -14,6 +14,9 @@ lies inside one storage block column, so one process column owns it:
 4. **trailing update**: ``W = V^H A2`` (local GEMM, one all-reduce over the column
    communicator), then ``A2 -= V (T^H W)`` (one local GEMM).
 
+On ``1 x P`` grids the factorization looks ahead by one panel: the owner of the next panel
+updates and factors it and starts its broadcast before its own trailing update.
+
 ``Q`` (``mode="reduced"``) is formed like LAPACK ``orgqr``: start from the first ``k`` columns
 of the identity and apply the block reflectors last to first, each with one all-reduce over
 the column communicator and two GEMMs (the ``V`` panels are kept from the factorization).

@@ -281,6 +281,30 @@ def test_qr_extreme_scaling(comm):
         assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
 
 
+def test_qr_row_grid_lookahead(comm):
+    """1 x P grids take the look-ahead path; GEMM chunks smaller than the local columns."""
+    import sys
+
+    qr_mod = sys.modules["distmat.linalg.qr"]
+    for shape, grid in subgrids(comm, [(1, 2), (1, 3), (1, 4)]):
+        bad = []
+        if grid is not None:
+            old = qr_mod.UPDATE_CHUNK
+            qr_mod.UPDATE_CHUNK = 7
+            try:
+                for m, n, block, panel in [(130, 100, (16, 16), None), (90, 140, (8, 12), 5),
+                                           (200, 33, (10, 4), None)]:
+                    a = _matrix(m, n, np.float64, m + n)
+                    A = dm.from_global(a, grid=grid, block=block, root=None)
+                    Q, R = dm.linalg.qr(A, method="householder", panel=panel)
+                    fac, orth = qr_ratios(a, Q.gather(None), R.gather(None), np.float64)
+                    if not (fac <= THRESH and orth <= THRESH):
+                        bad.append(f"m={m} n={n} block={block}: {fac:.3g} {orth:.3g}")
+            finally:
+                qr_mod.UPDATE_CHUNK = old
+        assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
+
+
 def test_qr_argument_errors(comm):
     with dm.ProcessGrid(comm) as grid:
         A = dm.random((7, 5), seed=1, grid=grid)
