@@ -32,6 +32,7 @@ from scipy.linalg import lapack
 
 from .. import comm as _c
 from ..errors import ShapeMismatchError
+from ..grid import ProcessGrid
 from ..layout import Layout
 from ..matrix import DistMatrix
 from . import _checks
@@ -132,7 +133,7 @@ def qr(a: DistMatrix, mode: str = "reduced", *, method: str = "auto",
     return Q, R
 
 
-def replicated_to_dist(R: np.ndarray, grid, block: tuple[int, int]) -> DistMatrix:
+def replicated_to_dist(R: np.ndarray, grid: ProcessGrid, block: tuple[int, int]) -> DistMatrix:
     """``R`` (the same on every rank) as a DistMatrix on ``grid`` with ``block`` (no message)."""
     lay = Layout(R.shape, block, grid.shape)
     local = np.ascontiguousarray(R[np.ix_(lay.rows(grid.myrow), lay.cols(grid.mycol))])

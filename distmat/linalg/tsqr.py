@@ -32,8 +32,10 @@ from scipy.linalg import lapack
 
 from .. import comm as _c
 from ..errors import ShapeMismatchError
+from ..grid import ProcessGrid
 from ..layout import Layout, numroc
 from ..matrix import DistMatrix
+from ..redistribute import exchange
 from . import _checks
 
 __all__ = ["tsqr", "RowSlabs", "TSQRTree"]
@@ -49,7 +51,7 @@ class RowSlabs:
     is the number of rows rank ``p`` of ``grid.comm`` holds.  Internal (pure metadata).
     """
 
-    def __init__(self, grid, m: int, mb: int | None = None):
+    def __init__(self, grid: ProcessGrid, m: int, mb: int | None = None):
         self.grid = grid
         self.m = m
         P = grid.size
@@ -74,8 +76,8 @@ class RowSlabs:
         dst = self.layout(X.shape[1])
         if X.grid.shape[1] == 1 and X.block[0] == self.mb:
             return X.local
-        return _exchange(self.grid.comm, X.local, X.layout, self.grid.ranks(), dst, self.ranks,
-                         X.dtype)
+        return exchange(self.grid.comm, X.local, X.layout, self.grid.ranks(), dst, self.ranks,
+                        dtype=X.dtype)
 
     def to_matrix(self, rows: np.ndarray, ncols: int, block: tuple[int, int]) -> DistMatrix:
         """The DistMatrix on the grid with ``block`` whose rows here are ``rows``. Collective."""
@@ -84,15 +86,9 @@ class RowSlabs:
         if grid.shape[1] == 1 and block[0] == self.mb:
             local = np.ascontiguousarray(rows)  # one process column holds every column
         else:
-            local = _exchange(grid.comm, rows, self.layout(ncols), self.ranks, dst, grid.ranks(),
-                              rows.dtype)
+            local = exchange(grid.comm, rows, self.layout(ncols), self.ranks, dst, grid.ranks(),
+                             dtype=rows.dtype)
         return DistMatrix._wrap(local, (self.m, ncols), block, grid)
-
-
-def _exchange(comm, local, src, src_ranks, dst, dst_ranks, dtype):
-    from ..redistribute import exchange
-
-    return exchange(comm, local, src, src_ranks, dst, dst_ranks, dtype=dtype)
 
 
 #: The local QR works on chunks of about this many bytes (``chunk_rows(n)`` rows), so each
