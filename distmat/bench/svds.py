@@ -12,10 +12,11 @@ closed formula (no communication, the same matrix on any grid).
 
 - ``time s``: best over ``--reps`` of the slowest rank's time (after a barrier and
   ``--warmup`` runs);
-- ``numpy s``: the same randomized algorithm (same Gaussian sketch, ``numpy.linalg.qr`` for
-  the orthonormalisations, ``numpy.linalg.svd`` of ``B = Q^T A``) on rank 0 with one BLAS
-  thread, in the same run, while the other ranks wait in a sleeping barrier; ``speedup`` is
-  numpy time over distmat time (``p`` would be perfect scaling);
+- ``numpy s``: the same randomized algorithm (same Gaussian sketch, thin products formed as
+  k-row GEMMs like distmat's, ``numpy.linalg.qr`` for the orthonormalisations,
+  ``numpy.linalg.svd`` of ``B = Q^T A``) on rank 0 with one BLAS thread, in the same run,
+  while the other ranks wait in a sleeping barrier; ``speedup`` is numpy time over distmat
+  time (``p`` would be perfect scaling);
 - ``MPI%``: the slowest rank's share of one profiled run spent inside MPI (``dm.profile``);
 - ``err2/opt``: spectral error ``||A - U S Vh||_2`` (ARPACK on the residual operator, rank
   0) over ``s[k]``; ``errF/opt`` the same in the Frobenius norm
@@ -119,15 +120,25 @@ def nmf_data(m: int, n: int, k: int) -> tuple:
 # --------------------------------------------------------------------------- numpy references
 
 
+def _a_x(a: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``a @ X`` formed as ``(X^T a^T)^T`` (a k-row GEMM: faster for thin X, as in distmat)."""
+    return (X.T @ a.T).T
+
+
+def _at_y(a: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """``a^T @ Y`` formed as ``(Y^T a)^T``."""
+    return (Y.T @ a).T
+
+
 def numpy_svds(a: np.ndarray, k: int, l: int, q: int, seed: int):  # noqa: E741
-    """The randomized algorithm of svds in plain numpy (same sketch)."""
+    """The randomized algorithm of svds in plain numpy (same sketch, same product forms)."""
     n = a.shape[1]
     omega = _rng.standard_normal(np.arange(n), np.arange(l), l, seed).astype(a.dtype)
-    Y = a @ omega
+    Y = _a_x(a, omega)
     for _ in range(q):
         Q, _ = np.linalg.qr(Y)
-        Qz, _ = np.linalg.qr(a.T @ Q)
-        Y = a @ Qz
+        Qz, _ = np.linalg.qr(_at_y(a, Q))
+        Y = _a_x(a, Qz)
     Q, _ = np.linalg.qr(Y)
     ub, s, vh = np.linalg.svd(Q.T @ a, full_matrices=False)
     return Q @ ub[:, :k], s[:k], vh[:k]
@@ -169,8 +180,8 @@ def numpy_nmf(a, W, H, method: str, iters: int):
         return X
 
     for _ in range(iters):
-        W = upd(W, a @ Ht, Ht.T @ Ht)
-        Ht = upd(Ht, a.T @ W, W.T @ W)
+        W = upd(W, _a_x(a, Ht), Ht.T @ Ht)
+        Ht = upd(Ht, _at_y(a, W), W.T @ W)
     return W, Ht.T
 
 
