@@ -17,7 +17,8 @@ RUN_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 MPI_PYTEST := $(BIN)/python -m mpi4py -m pytest --with-mpi -q --color=no -p no:randomly \
 	--timeout=$(TEST_TIMEOUT) --timeout-method=thread
 
-.PHONY: all venv test test-unit test-mpi demo lint clean bench-matmul bench-solve bench-sparse
+.PHONY: all venv test test-unit test-mpi demo lint clean bench-matmul bench-solve bench-sparse \
+	bench-factor
 
 all: test
 
@@ -79,6 +80,17 @@ bench-sparse: venv
 	@mkdir -p results
 	$(RUN_ENV) timeout -k 10 7200 $(MPIEXEC) -n 2 $(BIN)/python -m mpi4py -m \
 	  distmat.bench.sparse $(SPARSE_ARGS)
+
+# Factorization benchmark on 2 ranks: TSQR (m = 10^6, n = 32) against numpy.linalg.qr on one
+# process, blocked Householder QR (n = 2048) against p x scipy, randomized svds and NMF against
+# the same algorithm in numpy on one process; rows appended to results/qr.jsonl, svds.jsonl.
+QR_ARGS ?= --m 1000000 --n 32 --square 2048
+SVDS_ARGS ?= --m 20000 --n 2000 --k 20
+bench-factor: venv
+	$(RUN_ENV) timeout -k 10 3600 $(MPIEXEC) -n 2 $(BIN)/python -m mpi4py -m distmat.bench.qr \
+	  $(QR_ARGS)
+	$(RUN_ENV) timeout -k 10 3600 $(MPIEXEC) -n 2 $(BIN)/python -m mpi4py -m distmat.bench.svds \
+	  $(SVDS_ARGS)
 
 lint: venv
 	$(BIN)/ruff check distmat launch tests examples
