@@ -229,6 +229,13 @@ def matmul(A: DistMatrix, B: DistMatrix, *, trans_a: bool | str = False,
             if codec is not None:  # allow the rounding of the operands (see Notes)
                 uc = codec.unit_roundoff
                 check.scale += 2.0 * (2.0 * uc + uc * uc)
+                if codec.name == "float16":  # and its underflow term (absolute, 2^-25)
+                    from .freivalds import matvec
+
+                    under = 2.0 * 2.0 ** -25 * abs(alpha) * (
+                        matvec(A, np.ones(k), ta, True) * check.ax.sum()
+                        + matvec(B, check.ax, tb, True).sum())
+                    check.bound = check.bound + under / check.scale
         C = _product(A, B, ta, tb, alpha, beta, out, dtype, (m, n, k), width, codec)
         if check is not None:
             check.verify(C)

@@ -249,3 +249,27 @@ def test_codec_rounding_and_special_values(comm):
     ok = ok and h.encode(y).dtype == np.uint16 and h.unit_roundoff == 2.0 ** -11
     ok = ok and np.all(np.abs(bf.round(x) - x) <= 2.0 ** -8 * np.abs(x))
     assert_all(comm, bool(ok), "codec rounding wrong")
+
+
+def test_verify_accepts_float16_underflow(comm):
+    """Entries below float16's normal range round with an absolute error (the documented
+    2^-25 term); verify=True must allow it, in every operand form."""
+    gen = np.random.default_rng(8)
+    a = _rand(gen, (9, 7), np.float64) * 1e-6   # float16 subnormals: ~3% relative rounding
+    b = _rand(gen, (7, 6), np.float64)
+    msgs = []
+    for _shape, grid in subgrids(comm, [(1, 1), (2, 2), (1, 3)]):
+        if grid is None:
+            continue
+        for ta, tb in itertools.product("NT", "NT"):
+            A = dm.from_global(_stored(a, ta), grid=grid, block=(2, 3), root=None)
+            B = dm.from_global(_stored(b, tb), grid=grid, block=(3, 2), root=None)
+            try:
+                C = dm.matmul(A, B, trans_a=ta, trans_b=tb, comm_dtype=np.float16,
+                              alpha=-2.0, verify=True)
+                err = np.abs(C.gather(None) + 2 * (a @ b))
+                if not np.all(err <= 2 * _bound(a, b, np.float64, 2.0 ** -11)):
+                    msgs.append(f"{grid.shape} {ta}{tb}: beyond the documented bound")
+            except dm.VerificationError as e:
+                msgs.append(f"{grid.shape} {ta}{tb}: {e}")
+    assert_all(comm, not msgs, "; ".join(msgs[:3]))
