@@ -211,6 +211,10 @@ def train(grid: dm.ProcessGrid, *, samples: int = 1024, features: int = 32,
     log : callable, optional
         Called on rank 0 with one line per epoch.
     """
+    for name, v in (("samples", samples), ("features", features), ("classes", classes),
+                    ("batch", batch)):
+        if v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
     blk = (block, block)
     data = Data(samples, features, classes, seed, separation)
     batches = [data.batch(s, min(batch, samples - s), grid, blk)

@@ -77,3 +77,22 @@ def test_command_line_prints_loss_per_epoch(comm, capsys):
     else:
         ok = ok and out == []
     assert_all(comm, ok, f"curve {curve}, output {out}")
+
+
+def test_bad_sizes_name_the_argument(comm):
+    """batch=0 or samples=0 raise a ValueError naming the argument (was range()'s or a
+    division's error), on every rank before any message."""
+    msgs = []
+    for shape, grid in subgrids(comm, [(1, 1), (1, 2)]):
+        if grid is None:
+            continue
+        for name in ("batch", "samples"):
+            try:
+                mlp.train(grid, **{**SMALL, name: 0, "epochs": 1})
+                msgs.append(f"{shape} {name}=0 did not raise")
+            except ValueError as e:
+                if name not in str(e):
+                    msgs.append(f"{shape} {name}=0: {e}")
+            except Exception as e:  # noqa: BLE001
+                msgs.append(f"{shape} {name}=0: {type(e).__name__}: {e}")
+    assert_all(comm, not msgs, "; ".join(msgs))
