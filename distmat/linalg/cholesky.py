@@ -187,12 +187,6 @@ def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
     The owner of panel ``s + 1`` updates those columns first, factors them (``potrf`` and
     the triangular solve below the diagonal block) and starts their broadcast before updating
     the rest of its trailing matrix.
-
-    The rest is updated lazily, two panels at a time: at even steps the nearer half of a
-    rank's remaining columns takes every panel it lacks, at odd steps the farther half.  So
-    most GEMMs have inner dimension ``2 w`` (a ``w = 128`` update runs about 10 % slower
-    than a 256 one), while every step still leaves each rank half of its columns to update
-    while the next panel is being factored and sent.
     """
     n = a.shape[0]
     grid = a.grid
@@ -203,8 +197,6 @@ def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
     potrf_ = lapack.get_lapack_funcs("potrf", dtype=A.dtype)
     chunk = max(w, 128)
     steps = list(panels(n, w))
-    applied = np.full(cols.size, -1, dtype=np.int64)   # last panel each column has taken
-    pans: dict[int, tuple[int, np.ndarray]] = {}       # step -> (first row, panel)
 
     def start(k: int, kw: int) -> tuple[np.ndarray, np.ndarray, list]:
         owner = int(idx.layout.col_owner(k))
@@ -223,13 +215,8 @@ def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
                 pan[...] = A[k:, lc0:lc0 + kw]
         return head, pan, [_c.ibcast(grid.comm, head, owner), _c.ibcast(grid.comm, pan, owner)]
 
-    def stacked(lo: int, hi: int, r0: int) -> np.ndarray:
-        """Rows ``r0:`` of panels ``lo..hi`` side by side (a view when just one)."""
-        parts = [pans[t][1][r0 - pans[t][0]:] for t in range(lo, hi + 1)]
-        return parts[0] if len(parts) == 1 else np.hstack(parts)
-
-    def update(c0: int, c1: int, lo: int, hi: int, poll: list) -> None:
-        """Lower-triangle update of my local columns c0:c1 by panels lo..hi.
+    def update(k: int, kw: int, pan: np.ndarray, j0: int, j1: int, poll: list) -> None:
+        """Lower-triangle update of my local columns j0:j1 (all >= k + kw) by panel k.
 
         Column ``c`` needs rows ``cols[c]:`` only.  Splitting the columns in halves, the
         left half's rows below the right half's first column form one full rectangle, so
@@ -239,38 +226,25 @@ def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
         a large broadcast only while its ranks call into it, so the owner of the next
         panel keeps sending it while busy here.
         """
-        r0 = int(cols[c0])
-        P = stacked(lo, hi, r0)
-
-        def gemm(g0: int, g1: int, q0: int, q1: int) -> None:
-            if q1 > q0 and g1 > g0:
-                lc = P[cols[g0:g1] - r0]
-                gemm_update(A[q0:q1, g0:g1], P[q0 - r0:q1 - r0], lc.conj() if conj else lc,
+        def gemm(c0: int, c1: int, r0: int, r1: int) -> None:
+            if r1 > r0 and c1 > c0:
+                lc = pan[cols[c0:c1] - k]
+                gemm_update(A[r0:r1, c0:c1], pan[r0 - k:r1 - k], lc.conj() if conj else lc,
                             b_transposed=True)
                 poll[:] = [r for r in poll if not r.test()]
 
-        def stair(g0: int, g1: int, rend: int) -> None:
-            if g1 - g0 <= chunk:
-                gemm(g0, g1, int(cols[g0]), rend)
+        def stair(c0: int, c1: int, rend: int) -> None:
+            if c1 - c0 <= chunk:
+                gemm(c0, c1, int(cols[c0]), rend)
                 return
-            mid = (g0 + g1) // 2
+            mid = (c0 + c1) // 2
             gm = int(cols[mid])
-            stair(mid, g1, rend)
-            gemm(g0, mid, gm, rend)
-            stair(g0, mid, gm)
+            stair(mid, c1, rend)
+            gemm(c0, mid, gm, rend)
+            stair(c0, mid, gm)
 
-        stair(c0, c1, n)
-        applied[c0:c1] = hi
-
-    def bring(c0: int, c1: int, s: int, poll: list) -> None:
-        """Give local columns c0:c1 every panel up to ``s`` they lack (runs of equal need)."""
-        while c0 < c1:
-            lo = int(applied[c0]) + 1
-            diff = np.flatnonzero(applied[c0:c1] != applied[c0])
-            e = c0 + int(diff[0]) if diff.size else c1
-            if lo <= s:
-                update(c0, e, lo, s, poll)
-            c0 = e
+        if j1 > j0:
+            stair(j0, j1, n)
 
     pending = start(*steps[0])
     for s, (k, kw) in enumerate(steps):
@@ -280,32 +254,17 @@ def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
         if info > 0:
             raise np.linalg.LinAlgError(f"the matrix is not positive definite: the leading "
                                         f"minor of order {k + info} is not positive")
-        pans[s] = (k, pan)
-        done = idx.col_start(k + kw)
+        lc1 = idx.col_start(k + kw)
+        done = lc1
         nxt = steps[s + 1] if s + 1 < len(steps) else None
-        poll: list = []
         if nxt is not None:
             nk, nkw = nxt
             if int(idx.layout.col_owner(nk)) == me:
                 ln1 = idx.col_start(nk + nkw)
-                bring(done, ln1, s, [])
+                update(k, kw, pan, lc1, ln1, [])
                 done = ln1
             pending = start(nk, nkw)
-            poll = list(pending[2])
-        if done < cols.size:
-            mid = (done + cols.size) // 2
-            half = (done, mid) if s % 2 == 0 else (mid, cols.size)
-            due = applied[done:] <= s - 2    # never more than two panels behind
-            lo_, hi_ = half
-            if due.any():
-                where = np.flatnonzero(due) + done
-                lo_, hi_ = min(lo_, int(where[0])), max(hi_, int(where[-1]) + 1)
-            bring(lo_, hi_, s, poll)
-            lowest = int(applied[done:].min())
-        else:
-            lowest = s
-        for t in [t for t in pans if t <= lowest]:
-            del pans[t]
+        update(k, kw, pan, done, cols.size, list(pending[2]) if nxt is not None else [])
     zero_upper(A, np.arange(n), cols)
 
 
