@@ -226,10 +226,15 @@ def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
         a large broadcast only while its ranks call into it, so the owner of the next
         panel keeps sending it while busy here.
         """
+        if j1 <= j0:
+            return
+        lcs = pan[cols[j0:j1] - k]      # the panel rows matching my columns, gathered once
+        if conj:
+            lcs = lcs.conj()
+
         def gemm(c0: int, c1: int, r0: int, r1: int) -> None:
             if r1 > r0 and c1 > c0:
-                lc = pan[cols[c0:c1] - k]
-                gemm_update(A[r0:r1, c0:c1], pan[r0 - k:r1 - k], lc.conj() if conj else lc,
+                gemm_update(A[r0:r1, c0:c1], pan[r0 - k:r1 - k], lcs[c0 - j0:c1 - j0],
                             b_transposed=True)
                 poll[:] = [r for r in poll if not r.test()]
 
@@ -243,8 +248,7 @@ def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
             gemm(c0, mid, gm, rend)
             stair(c0, mid, gm)
 
-        if j1 > j0:
-            stair(j0, j1, n)
+        stair(j0, j1, n)
 
     pending = start(*steps[0])
     for s, (k, kw) in enumerate(steps):
