@@ -1,11 +1,12 @@
 """Linear least squares through QR (numpy.linalg.lstsq's meaning, full-rank problems).
 
 - ``m >= n`` (over-determined or square): ``A = Q R``, ``X = R^{-1} Q^H B``.  For
-  tall-skinny ``A`` (the TSQR rule of :func:`distmat.linalg.qr.choose_method`) one TSQR of the
-  augmented ``[A  B]`` gives ``R``, ``Q^H B`` and the residual norms at once (the last
-  ``k`` rows of its triangle), so ``Q`` is never formed and no product with ``A`` is needed.
-  Otherwise blocked Householder QR, ``Q^H B`` by SUMMA, a distributed triangular solve, and
-  the residual ``B - A X`` by SUMMA.
+  tall-skinny ``A`` (the TSQR rule of :func:`distmat.linalg.qr.choose_method`) and ``k <= n``
+  one TSQR of the augmented ``[A  B]`` gives ``R``, ``Q^H B`` and the residual norms at once
+  (the last ``k`` rows of its triangle), so ``Q`` is never formed and no product with ``A``
+  is needed.  Otherwise (many right-hand sides: the augmented TSQR would cost
+  ``2 m (n + k)^2`` flops) QR (TSQR when tall-skinny, else blocked Householder), ``Q^H B`` by
+  SUMMA, a distributed triangular solve, and the residual ``B - A X`` by SUMMA.
 - ``m < n`` (under-determined): the minimum-norm solution from the QR of ``A^H``:
   ``A^H = Q R``, ``X = Q R^{-H} B``.
 """
@@ -98,7 +99,7 @@ def lstsq(a: DistMatrix, b: DistMatrix, rcond: float | None = None, *,
         if b.dtype != dtype:
             b = b.astype(dtype)
         if m >= n:
-            if choose_method(a.shape) == "tsqr":
+            if choose_method(a.shape) == "tsqr" and b.shape[1] <= n:
                 return _tall_tsqr(a, b, dtype, rcond)
             return _tall_blocked(a, b, dtype, rcond)
         return _wide(a, b, dtype, real, rcond)
@@ -141,10 +142,10 @@ def _tall_tsqr(a: DistMatrix, b: DistMatrix, dtype: np.dtype, rcond: float):
 
 
 def _tall_blocked(a: DistMatrix, b: DistMatrix, dtype: np.dtype, rcond: float):
-    """``m >= n``, general: blocked Householder QR, ``Q^H B`` and a triangular solve."""
+    """``m >= n``, general: QR (``method="auto"``), ``Q^H B`` and a triangular solve."""
     m, n = a.shape
     grid = a.grid
-    Q, R = qr(a, method="householder", check_finite=False)
+    Q, R = qr(a, check_finite=False)
     s, diag = _spectrum_or_diag(R)
     rank = _check_rank(s, diag, rcond, n)
     C = matmul(Q, b, trans_a="C")

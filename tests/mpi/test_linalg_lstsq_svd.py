@@ -101,6 +101,27 @@ def test_lstsq_paths_and_large_tall(comm):
         assert_all(comm, not err, err)
 
 
+def test_lstsq_many_rhs_skip_the_augmented_tsqr(comm):
+    """Tall-skinny A with k > n right-hand sides: QR of A and Q^H B (SUMMA), not the TSQR of
+    [A B] (2 m (n + k)^2 flops and an (n + k)^2 triangle on every rank); k <= n keeps it."""
+    lst = sys.modules["distmat.linalg.lstsq"]
+    orig, calls = lst._tall_tsqr, []
+    lst._tall_tsqr = lambda *args: calls.append(args[1].shape) or orig(*args)
+    errs = []
+    try:
+        with dm.ProcessGrid(comm) as grid:
+            for k, dt in ((40, np.float64), (3, np.float64), (9, np.complex128)):
+                a, b = _problem(60, 3, k, dt, k)
+                A = dm.from_global(a, grid=grid, block=(7, 2), root=None)
+                B = dm.from_global(b, grid=grid, block=(5, 4), root=None)
+                X, res, rank, s = dm.linalg.lstsq(A, B)
+                errs.append(_lstsq_check(a, b, X, res, rank, s, dt))
+    finally:
+        lst._tall_tsqr = orig
+    errs = [e for e in errs if e]
+    assert_all(comm, not errs and calls == [(60, 3)], f"{errs} augmented TSQR for {calls}")
+
+
 def _raises(exc, fn, *words):
     """'' if ``fn()`` raises ``exc`` whose message holds ``words``; else what went wrong."""
     try:
