@@ -170,7 +170,9 @@ def matmul(A: DistMatrix, B: DistMatrix, *, trans_a: bool | str = False,
     ``|alpha| |op(A)| |op(B)| + |beta| |C0|``).  It holds while the rounded entries stay in
     the format's normal range: float16 flushes ``|x| < 2^-24`` to zero and rounds
     ``|x| < 2^-14`` with an absolute error up to ``2^-25`` (add ``2^-25 (|op(A)| 1 1^T +
-    1 1^T |op(B)|)`` to the bound), and raises OverflowError above 65504.
+    1 1^T |op(B)|)`` to the bound), and raises OverflowError above 65504; bfloat16 rounds
+    the float32 entries within 0.2% of float32's largest (``|x| >= 3.3961e38``) to
+    infinity, without an error.
 
     Examples
     --------
