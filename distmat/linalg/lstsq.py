@@ -84,7 +84,7 @@ def lstsq(a: DistMatrix, b: DistMatrix, rcond: float | None = None, *,
         raise ShapeMismatchError(f"b with shape {b.shape} does not conform with a of shape "
                                  f"{a.shape}: b needs {m} rows")
     check_same_grid(a, b, "lstsq(a, b)")
-    if rcond is not None and not (isinstance(rcond, (int, float, np.floating))
+    if rcond is not None and not (isinstance(rcond, (int, float, np.floating, np.integer))
                                   and not isinstance(rcond, bool) and rcond >= 0):
         raise ValueError(f"rcond must be a non-negative number or None, got {rcond!r}")
     dtype = _checks.common_dtype(a, b)
