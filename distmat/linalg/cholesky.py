@@ -197,11 +197,16 @@ def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
     potrf_ = lapack.get_lapack_funcs("potrf", dtype=A.dtype)
     chunk = max(w, 128)
     steps = list(panels(n, w))
+    # Buffers allocated once: the panel being applied and the next one alternate between
+    # two, and the panel rows matching my columns go to a third.  A fresh multi-megabyte
+    # array each step would pay its page faults every step.
+    slots = [np.empty(n * w, dtype=A.dtype) for _ in range(2)]
+    lbuf = np.empty(cols.size * w, dtype=A.dtype)
 
-    def start(k: int, kw: int) -> tuple[np.ndarray, np.ndarray, list]:
+    def start(k: int, kw: int, slot: int) -> tuple[np.ndarray, np.ndarray, list]:
         owner = int(idx.layout.col_owner(k))
         head = np.zeros(1, dtype=np.int64)
-        pan = np.empty((n - k, kw), dtype=A.dtype)
+        pan = slots[slot][:(n - k) * kw].reshape(n - k, kw)
         if me == owner:   # factor in place in my columns, then copy out for the broadcast
             lc0 = idx.col_start(k)
             d = A[k:k + kw, lc0:lc0 + kw]
@@ -228,9 +233,11 @@ def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
         """
         if j1 <= j0:
             return
-        lcs = pan[cols[j0:j1] - k]      # the panel rows matching my columns, gathered once
+        # the panel rows matching my columns, gathered once
+        lcs = np.take(pan, cols[j0:j1] - k, axis=0, mode="clip",   # "raise" would buffer
+                      out=lbuf[:(j1 - j0) * kw].reshape(j1 - j0, kw))
         if conj:
-            lcs = lcs.conj()
+            np.conjugate(lcs, out=lcs)
 
         def gemm(c0: int, c1: int, r0: int, r1: int) -> None:
             if r1 > r0 and c1 > c0:
@@ -250,7 +257,7 @@ def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
 
         stair(j0, j1, n)
 
-    pending = start(*steps[0])
+    pending = start(*steps[0], 0)
     for s, (k, kw) in enumerate(steps):
         head, pan, reqs = pending
         _c.waitall(reqs)
@@ -267,7 +274,7 @@ def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
                 ln1 = idx.col_start(nk + nkw)
                 update(k, kw, pan, lc1, ln1, [])
                 done = ln1
-            pending = start(nk, nkw)
+            pending = start(nk, nkw, (s + 1) % 2)
         update(k, kw, pan, done, cols.size, list(pending[2]) if nxt is not None else [])
     zero_upper(A, np.arange(n), cols)
 
