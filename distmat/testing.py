@@ -6,14 +6,14 @@ in the next collective: :func:`assert_all` makes every rank fail together.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from mpi4py import MPI
 
 from .grid import ProcessGrid
 
-__all__ = ["assert_all", "subgrids", "GRID_SHAPES", "scaled_error"]
+__all__ = ["assert_all", "raises", "subgrids", "GRID_SHAPES", "scaled_error"]
 
 #: Grid shapes the MPI tests sweep; those needing more ranks than exist are left out.
 GRID_SHAPES = ((1, 1), (1, 2), (2, 1), (2, 2), (1, 3), (3, 1), (1, 4), (4, 1), (2, 3), (3, 2),
@@ -30,6 +30,22 @@ def assert_all(comm: MPI.Comm, ok: bool, msg: str = "") -> None:
     if bad:
         detail = "; ".join(f"rank {r}: {m}" for r, m in bad)
         raise AssertionError(f"failed on {len(bad)} of {comm.Get_size()} ranks: {detail}")
+
+
+def raises(exc: type[BaseException], fn: Callable[[], object], *words: str) -> str:
+    """``""`` if ``fn()`` raises ``exc`` whose message holds every one of ``words``.
+
+    Otherwise a description of what happened instead.  Never raises, so a test can call it on
+    every rank and agree on the outcome with one :func:`assert_all`.
+    """
+    try:
+        fn()
+    except exc as e:
+        msg = str(e)
+        return "" if all(w in msg for w in words) else f"message {msg!r} lacks {words}"
+    except Exception as e:  # noqa: BLE001 - reported, not raised
+        return f"raised {type(e).__name__}: {e}"
+    return f"did not raise {exc.__name__}"
 
 
 def subgrids(comm: MPI.Comm, shapes: Iterable[tuple[int, int]] = GRID_SHAPES

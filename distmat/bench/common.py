@@ -1,15 +1,48 @@
-"""Pieces every benchmark shares: a quiet barrier and JSON Lines output."""
+"""Pieces every benchmark shares: timing, a quiet barrier, MPI share and JSON Lines output."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+import numpy as np
 from mpi4py import MPI
 
-__all__ = ["wait_quietly", "append_jsonl"]
+__all__ = ["wait_quietly", "append_jsonl", "timed", "best", "mpi_share"]
+
+
+def timed(comm: MPI.Comm, fn: Callable[[], Any]) -> tuple[float, Any]:
+    """``(seconds of the slowest rank, result)`` of one ``fn()`` started after a barrier."""
+    comm.Barrier()
+    t0 = time.perf_counter()
+    out = fn()
+    dt = np.array([time.perf_counter() - t0])
+    comm.Allreduce(MPI.IN_PLACE, dt, op=MPI.MAX)
+    return float(dt[0]), out
+
+
+def best(comm: MPI.Comm, fn: Callable[[], Any], reps: int, warmup: int
+         ) -> tuple[float, list[float], Any]:
+    """``(best time, all times, last result)`` of ``reps`` timed runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times, out = [], None
+    for _ in range(max(1, reps)):
+        t, out = timed(comm, fn)
+        times.append(t)
+    return min(times), times, out
+
+
+def mpi_share(grid: Any, fn: Callable[[], Any]) -> float:
+    """Share of one timed ``fn()`` the slowest rank spent inside MPI (``dm.profile``)."""
+    from ..profile import profile
+
+    with profile(grid) as prof:
+        t, _ = timed(grid.comm, fn)
+    return prof.total.seconds.max / t if t > 0 else 0.0
 
 
 def wait_quietly(comm: MPI.Comm) -> None:

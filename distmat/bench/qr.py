@@ -41,6 +41,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import distmat as dm
 from distmat.bench.common import append_jsonl, wait_quietly
+from distmat.bench.common import best as _best
+from distmat.bench.common import mpi_share as _profiled
 from distmat.linalg.qr import replicated_to_dist
 from distmat.linalg.tsqr import tsqr
 
@@ -61,24 +63,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _timed(comm: MPI.Comm, fn) -> tuple[float, object]:
-    comm.Barrier()
-    t0 = time.perf_counter()
-    out = fn()
-    dt = np.array([time.perf_counter() - t0])
-    comm.Allreduce(MPI.IN_PLACE, dt, op=MPI.MAX)
-    return float(dt[0]), out
 
 
-def _best(comm: MPI.Comm, fn, reps: int, warmup: int) -> tuple[float, float, object]:
-    """(best time, MPI share of one profiled run, result of the last run)."""
-    for _ in range(warmup):
-        fn()
-    times, out = [], None
-    for _ in range(max(1, reps)):
-        t, out = _timed(comm, fn)
-        times.append(t)
-    return min(times), times, out
 
 
 def _reference(grid: dm.ProcessGrid, fn) -> float:
@@ -111,10 +97,6 @@ def _ratios(A: dm.DistMatrix, Q: dm.DistMatrix, R: dm.DistMatrix) -> tuple[float
     return float(fac), float(orth)
 
 
-def _profiled(grid: dm.ProcessGrid, fn) -> float:
-    with dm.profile(grid) as prof:
-        t, _ = _timed(grid.comm, fn)
-    return prof.total.seconds.max / t if t > 0 else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:

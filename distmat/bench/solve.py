@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import distmat as dm
 from distmat.bench.common import append_jsonl, wait_quietly
+from distmat.bench.common import timed as _timed
 from distmat.linalg.refine import residual
 
 KINDS = ("lu", "chol", "mixed", "mixed-pos")
@@ -86,13 +87,6 @@ def _matrices(grid: dm.ProcessGrid, n: int, kind: str, args) -> tuple[dm.DistMat
     return A, B
 
 
-def _timed(comm: MPI.Comm, fn) -> tuple[float, object]:
-    comm.Barrier()
-    t0 = time.perf_counter()
-    out = fn()
-    dt = np.array([time.perf_counter() - t0])
-    comm.Allreduce(MPI.IN_PLACE, dt, op=MPI.MAX)
-    return float(dt[0]), out
 
 
 def _run_case(grid: dm.ProcessGrid, n: int, kind: str, args) -> dict:

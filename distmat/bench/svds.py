@@ -45,6 +45,8 @@ from threadpoolctl import threadpool_limits
 import distmat as dm
 from distmat import rng as _rng
 from distmat.bench.common import append_jsonl, wait_quietly
+from distmat.bench.common import best as _best
+from distmat.bench.common import mpi_share as _mpi_share
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -188,13 +190,6 @@ def numpy_nmf(a, W, H, method: str, iters: int):
 # --------------------------------------------------------------------------- timing helpers
 
 
-def _timed(comm: MPI.Comm, fn):
-    comm.Barrier()
-    t0 = time.perf_counter()
-    out = fn()
-    dt = np.array([time.perf_counter() - t0])
-    comm.Allreduce(MPI.IN_PLACE, dt, op=MPI.MAX)
-    return float(dt[0]), out
 
 
 def _on_rank0(comm: MPI.Comm, fn) -> np.ndarray:
@@ -215,20 +210,8 @@ def _on_rank0(comm: MPI.Comm, fn) -> np.ndarray:
     return vals
 
 
-def _best(comm: MPI.Comm, fn, reps: int, warmup: int):
-    for _ in range(warmup):
-        fn()
-    times, out = [], None
-    for _ in range(max(1, reps)):
-        t, out = _timed(comm, fn)
-        times.append(t)
-    return min(times), times, out
 
 
-def _mpi_share(grid, fn) -> float:
-    with dm.profile(grid) as prof:
-        t, _ = _timed(grid.comm, fn)
-    return prof.total.seconds.max / t if t > 0 else 0.0
 
 
 # --------------------------------------------------------------------------- the rows

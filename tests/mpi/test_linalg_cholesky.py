@@ -13,6 +13,7 @@ from linalg_cases import inf, sample_cases, trsm_path
 
 import distmat as dm
 from distmat.testing import assert_all, scaled_error, subgrids
+from distmat.testing import raises as _raises
 
 pytestmark = pytest.mark.mpi
 
@@ -94,17 +95,6 @@ def test_cholesky_matches_scipy_and_larger_case(comm):
             if not (r_fac <= 3.0 and r_sol <= 3.0):
                 bad.append(f"n={n} {np.dtype(dt).name}: factor {r_fac:.3g} solve {r_sol:.3g}")
         assert_all(comm, not bad, "; ".join(bad))
-
-
-def _raises(exc, fn, *words):
-    try:
-        fn()
-    except exc as e:
-        msg = str(e)
-        return "" if all(w in msg for w in words) else f"message {msg!r} lacks {words}"
-    except Exception as e:  # noqa: BLE001
-        return f"raised {type(e).__name__}: {e}"
-    return f"did not raise {exc.__name__}"
 
 
 def test_not_positive_definite_raises_on_every_rank(comm):

@@ -14,6 +14,7 @@ import pytest
 import distmat as dm
 from distmat.linalg.qr import choose_method
 from distmat.testing import assert_all, scaled_error, subgrids
+from distmat.testing import raises as _raises
 
 pytestmark = pytest.mark.mpi
 
@@ -120,18 +121,6 @@ def test_lstsq_many_rhs_skip_the_augmented_tsqr(comm):
         lst._tall_tsqr = orig
     errs = [e for e in errs if e]
     assert_all(comm, not errs and calls == [(60, 3)], f"{errs} augmented TSQR for {calls}")
-
-
-def _raises(exc, fn, *words):
-    """'' if ``fn()`` raises ``exc`` whose message holds ``words``; else what went wrong."""
-    try:
-        fn()
-    except exc as e:
-        msg = str(e)
-        return "" if all(w in msg for w in words) else f"message {msg!r} lacks {words}"
-    except Exception as e:  # noqa: BLE001
-        return f"raised {type(e).__name__}: {e}"
-    return f"did not raise {exc.__name__}"
 
 
 def test_lstsq_rank_deficient_raises_everywhere(comm):

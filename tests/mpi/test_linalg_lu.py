@@ -14,6 +14,7 @@ from linalg_cases import inf, sample_cases, trsm_path
 
 import distmat as dm
 from distmat.testing import assert_all, scaled_error, subgrids
+from distmat.testing import raises as _raises
 
 pytestmark = pytest.mark.mpi
 
@@ -144,21 +145,6 @@ def test_larger_random_cases(comm):
             if not (r_fac <= 1 and r_sol <= 1):
                 bad.append(f"n={n} {dt.__name__}: factor {r_fac:.3g} solve {r_sol:.3g}")
         assert_all(comm, not bad, f"grid {grid.shape}: " + "; ".join(bad))
-
-
-def _raises(exc, fn, *words):
-    """'' if ``fn()`` raises ``exc`` whose message holds ``words``; else what went wrong.
-
-    Never raises, so the caller can agree on the outcome with one assert_all.
-    """
-    try:
-        fn()
-    except exc as e:
-        msg = str(e)
-        return "" if all(w in msg for w in words) else f"message {msg!r} lacks {words}"
-    except Exception as e:  # noqa: BLE001
-        return f"raised {type(e).__name__}: {e}"
-    return f"did not raise {exc.__name__}"
 
 
 def _raises_everywhere(comm, exc, fn, *words):

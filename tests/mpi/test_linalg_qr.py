@@ -13,6 +13,7 @@ import pytest
 import distmat as dm
 from distmat.linalg.tsqr import tsqr
 from distmat.testing import assert_all, scaled_error, subgrids
+from distmat.testing import raises as _raises
 
 pytestmark = pytest.mark.mpi
 
@@ -141,18 +142,6 @@ def test_tsqr_errors_and_ledger(comm):
         limit = 2 * (grid.size - 1) + 2 * levels + grid.size
         ok = grid.size == 1 or (st is not None and st.msgs_sent.max <= limit)
         assert_all(comm, ok, f"ledger {None if st is None else st.as_dict()}")
-
-
-def _raises(exc, fn, *words):
-    """'' if ``fn()`` raises ``exc`` whose message holds ``words``; else what went wrong."""
-    try:
-        fn()
-    except exc as e:
-        msg = str(e)
-        return "" if all(w in msg for w in words) else f"message {msg!r} lacks {words}"
-    except Exception as e:  # noqa: BLE001
-        return f"raised {type(e).__name__}: {e}"
-    return f"did not raise {exc.__name__}"
 
 
 # ------------------------------------------------------------------------ dm.linalg.qr
