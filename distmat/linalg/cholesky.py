@@ -70,7 +70,8 @@ def cholesky(a: DistMatrix, lower: bool = False, *, check_finite: bool = True,
     check_finite : bool
         Raise ValueError if ``a`` holds NaN or Inf (one all-reduce) **(global)**.
     panel : int, optional
-        Columns factored per step **(global)**; default 128.
+        Columns factored per step **(global)**; default 128.  On one rank LAPACK's
+        ``potrf`` factors the local matrix in place and chooses its own blocking.
 
     Returns
     -------
@@ -119,8 +120,11 @@ def potrf(a: DistMatrix, panel: int | None = None) -> None:
     """Overwrite ``a`` with its lower Cholesky factor (upper part zeroed). Collective."""
     n = a.shape[0]
     grid = a.grid
-    idx = Index(a.layout, grid)
     A = a.local
+    if grid.size == 1:
+        _potrf_one_rank(A)
+        return
+    idx = Index(a.layout, grid)
     w_ahead = lookahead_panel(a, panel) if n else None
     if w_ahead:
         _potrf_row_lookahead(a, idx, w_ahead)
@@ -179,6 +183,25 @@ def potrf(a: DistMatrix, panel: int | None = None) -> None:
             gemm_update(A[r:, lc1 + j0:lc1 + j1], lrows[r - lr1:], lcols[j0:j1],
                         b_transposed=True)
     zero_upper(A, rows, cols)
+
+
+def _potrf_one_rank(A: np.ndarray) -> None:
+    """LAPACK ``potrf`` in place on the whole (C-ordered) matrix held by one rank.
+
+    The C-ordered array is the Fortran-ordered transpose, whose upper triangle is the lower
+    triangle read here; its upper factor ``U`` (``A^T = U^H U``) is stored as ``U^T = L``.
+    """
+    if A.size == 0:
+        return
+    potrf_ = lapack.get_lapack_funcs("potrf", dtype=A.dtype)
+    c, info = potrf_(A.T, lower=0, clean=1, overwrite_a=1)
+    if info == 0 and not np.shares_memory(c, A):   # LAPACK worked on a copy
+        A[...] = c.T
+    if info > 0:
+        raise np.linalg.LinAlgError(f"the matrix is not positive definite: the leading "
+                                    f"minor of order {info} is not positive")
+    if info < 0:  # pragma: no cover - LAPACK argument error, a bug here
+        raise RuntimeError(f"potrf: illegal argument {-info}")
 
 
 def _potrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> None:
