@@ -150,9 +150,9 @@ def svds(A: DistMatrix | BlockSparseMatrix, k: int, *, oversample: int = 10,
         If ``A`` is not a DistMatrix or BlockSparseMatrix.
     ValueError
         If ``k``, ``oversample``, ``power_iters`` or ``seed`` is out of range (on every rank,
-        before any message).
+        before any message), or if ``A`` holds NaN or Inf (agreed: one small all-reduce).
     numpy.linalg.LinAlgError
-        On every rank if LAPACK's SVD of the small matrix fails (NaN in ``A``).
+        On every rank if LAPACK's SVD of the small matrix fails.
 
     Notes
     -----
@@ -218,6 +218,9 @@ def svds(A: DistMatrix | BlockSparseMatrix, k: int, *, oversample: int = 10,
 
     n_loc = op.nloc
     with _c.operation("svds"):
+        with _c.agreed(comm):  # NaN / Inf on one rank: the same error everywhere
+            if not np.isfinite(op.values).all():
+                raise ValueError("A must contain only finite values (it holds NaN or Inf)")
         omega = standard_normal(op.cols, np.arange(l), l, seed, 0)
         if dtype.kind == "c":
             omega = omega + 1j * standard_normal(op.cols, np.arange(l), l, seed, 1)

@@ -192,7 +192,14 @@ def test_svds_without_power_iterations_or_oversampling(comm):
 def test_svds_bad_arguments_raise_everywhere(comm):
     with dm.ProcessGrid(comm) as grid:
         A = dm.random((9, 7), seed=1, grid=grid)
+        bad = A.gather(root=None)
+        bad[8, 6] = np.inf  # on one rank only
+        Inf = dm.from_global(bad, grid=grid, block=(2, 2), root=None)
+        bad[8, 6], bad[0, 0] = 1.0, np.nan
+        NaN = dm.from_global(bad, grid=grid, block=(2, 2), root=None)
         cases = [
+            (lambda: dm.linalg.svds(Inf, 2), ValueError, "A must contain only finite"),
+            (lambda: dm.linalg.svds(NaN, 2), ValueError, "A must contain only finite"),
             (lambda: dm.linalg.svds(A, 0), ValueError, "k must be an integer in 1..7"),
             (lambda: dm.linalg.svds(A, 8), ValueError, "k must be an integer in 1..7"),
             (lambda: dm.linalg.svds(A, 2.0), ValueError, "k must be"),
