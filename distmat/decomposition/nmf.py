@@ -76,7 +76,8 @@ class NMFResult:
         Number of iterations done (``len(history) - 1``).
     converged : bool
         True if the iteration stopped because the relative change of the error fell below
-        ``tol`` (False if it stopped at ``max_iter``).
+        ``tol`` or the error reached 0 (as for ``A = 0``); False if it stopped at
+        ``max_iter``.
     """
 
     W: DistMatrix
