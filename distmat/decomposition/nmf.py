@@ -38,6 +38,7 @@ the working precision's eps (so a float32 relative error near 1e-3 carries noise
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,8 @@ class NMFResult:
         True if the iteration stopped because the relative change of the error fell below
         ``tol`` or the error reached 0 (as for ``A = 0``); False if it stopped at
         ``max_iter``.
+
+    ``W, H, history = nmf(A, k)`` unpacks the three results the way a tuple would.
     """
 
     W: DistMatrix
@@ -85,6 +88,9 @@ class NMFResult:
     history: np.ndarray
     n_iter: int
     converged: bool
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.W, self.H, self.history))
 
 
 # --------------------------------------------------------------------------- argument checks

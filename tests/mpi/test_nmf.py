@@ -175,6 +175,8 @@ def test_nmf_given_factors_and_stopping_rule(comm):
         ok = ok and zero.history[0] == 0.0 and zero.n_iter == 0 and zero.converged
         none = dm.decomposition.nmf(A, 3, max_iter=0)
         ok = ok and none.n_iter == 0 and len(none.history) == 1 and not none.converged
+        Wu, Hu, hu = res                                  # unpacks like a tuple
+        ok = ok and Wu is res.W and Hu is res.H and hu is res.history
         assert_all(comm, ok, f"n_iter {res.n_iter} vs {len(hr) - 1}, converged {res.converged}")
 
 
