@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 import distmat as dm
-from distmat.testing import assert_all, subgrids
+from distmat.testing import assert_all, raises, subgrids
 
 pytestmark = pytest.mark.mpi
 
@@ -209,9 +209,5 @@ def test_svds_bad_arguments_raise_everywhere(comm):
             (lambda: dm.linalg.svds(np.ones((4, 4)), 2), TypeError, "DistMatrix"),
         ]
         for i, (fn, exc, text) in enumerate(cases):
-            try:
-                fn()
-                ok, msg = False, f"case {i}: no exception"
-            except exc as e:
-                ok, msg = text in str(e), f"case {i}: {e}"
-            assert_all(comm, ok, msg)
+            err = raises(exc, fn, text)
+            assert_all(comm, not err, f"case {i}: {err}")
