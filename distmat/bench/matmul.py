@@ -3,7 +3,8 @@
 Run (``make bench-matmul`` runs it on 1, 2 and 4 ranks)::
 
     mpiexec -n 2 python -m mpi4py -m distmat.bench.matmul [--n 1024 2048 4096] \\
-        [--dtype float64 float32] [--form NN TN NT] [--out results/matmul.jsonl]
+        [--dtype float64 float32] [--form NN TN NT] [--comm-dtype float32] \\
+        [--out results/matmul.jsonl]
 
 One row per (n, dtype, form) case, OSU / HPL style:
 
@@ -16,7 +17,10 @@ One row per (n, dtype, form) case, OSU / HPL style:
   next to the SUMMA model's count (:func:`distmat.summa_plan.model_bytes`) and their ratio;
 - ``MPI%``: the share of the profiled run's time the slowest rank spent inside MPI calls
   (including waits for broadcasts);
-- ``check``: Freivalds' residual ratio (passes at <= 1), and PASSED/FAILED.
+- ``check``: Freivalds' residual ratio (passes at <= 1), and PASSED/FAILED.  With
+  ``--comm-dtype`` (compressed panels, :func:`distmat.matmul`'s ``comm_dtype=``) the model
+  counts the narrower panels and the check is against the product of the rounded operands,
+  which is what compressed SUMMA computes on every grid.
 
 Each rank uses ``--threads`` BLAS threads (default 1: the target is p ranks x 1 thread); the
 header says which BLAS library and kernel ran.  Rows also go to ``--out`` as JSON Lines.
@@ -39,6 +43,7 @@ import distmat as dm
 from distmat import threads
 from distmat.bench.common import append_jsonl, wait_quietly
 from distmat.freivalds import Freivalds
+from distmat.summa_kernels import comm_codec
 from distmat.summa_plan import DEFAULT_PANEL, model_bytes
 
 FORMS = {"NN": (False, False), "TN": (True, False), "NT": (False, True), "TT": (True, True)}
@@ -59,8 +64,17 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="BLAS threads per rank")
     p.add_argument("--grid", type=int, nargs=2, default=None, metavar=("PR", "PC"))
+    p.add_argument("--comm-dtype", default=None,
+                   choices=["float32", "float16", "bfloat16", "complex64"],
+                   help="compressed operand panels (matmul's comm_dtype=); default off")
     p.add_argument("--out", default="results/matmul.jsonl", help="JSON Lines file ('' = none)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for dt in args.dtype:
+        try:
+            comm_codec(args.comm_dtype, np.dtype(dt))
+        except (TypeError, ValueError) as e:
+            p.error(f"--comm-dtype {args.comm_dtype} with --dtype {dt}: {e}")
+    return args
 
 
 def numpy_gflops(n: int, dtype: np.dtype, reps: int) -> float:
@@ -90,11 +104,13 @@ def _run_case(grid: dm.ProcessGrid, n: int, dtype: np.dtype, form: str, args) ->
     A = dm.random((n, n), seed=11, dtype=dtype, grid=grid, block=blk)
     B = dm.random((n, n), seed=12, dtype=dtype, grid=grid, block=blk)
     C = dm.zeros((n, n), dtype=dtype, grid=grid, block=blk)
+    codec = comm_codec(args.comm_dtype, dtype)
 
     def once() -> float:
         comm.Barrier()
         t0 = time.perf_counter()
-        dm.matmul(A, B, trans_a=ta, trans_b=tb, out=C, panel=args.panel)
+        dm.matmul(A, B, trans_a=ta, trans_b=tb, out=C, panel=args.panel,
+                  comm_dtype=args.comm_dtype)
         dt = np.array([time.perf_counter() - t0])
         comm.Allreduce(MPI.IN_PLACE, dt, op=MPI.MAX)
         return float(dt[0])
@@ -107,12 +123,16 @@ def _run_case(grid: dm.ProcessGrid, n: int, dtype: np.dtype, form: str, args) ->
     st = prof.ops.get("matmul")
     recv = st.bytes_recv.sum if st is not None else 0.0
     mpi_s = st.seconds.max if st is not None else 0.0
+    if codec is not None:   # compressed SUMMA multiplies the rounded operands
+        A = A._wrap(codec.round(A.local), A.shape, A.block, A.grid)
+        B = B._wrap(codec.round(B.local), B.shape, B.block, B.grid)
     ratio_check = Freivalds(A, B, "T" if ta else "N", "T" if tb else "N", 1.0, 0.0, None,
                             np.dtype(dtype)).ratio(C)
     buf = np.array([ratio_check])
     comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.MAX)
     best = min(times)
-    model = model_bytes(form, n, n, n, grid.shape, np.dtype(dtype).itemsize)
+    model = model_bytes(form, n, n, n, grid.shape, np.dtype(dtype).itemsize,
+                        codec.wire.itemsize if codec is not None else None)
     ledger = recv / grid.size
     return {"time_s": best, "times_s": times, "gflops": _flops(n, dtype) / best / 1e9,
             "bytes_per_rank": ledger, "model_bytes_per_rank": model,
@@ -138,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     say(f"# distmat SUMMA matmul benchmark  {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC  "
         f"host {socket.gethostname()}  cores {threads.cores()}  ranks {p}  grid "
-        f"{grid.shape[0]}x{grid.shape[1]}  block {args.block}  panel {args.panel}")
+        f"{grid.shape[0]}x{grid.shape[1]}  block {args.block}  panel {args.panel}  "
+        f"comm_dtype {args.comm_dtype or 'off'}")
     for b in blas:
         say(f"# BLAS {b['api']} {b['version']} kernel {b['kernel']} threads {b['threads']} "
             f"({b['library']})")
@@ -173,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 allok &= r["passed"]
                 row = {"bench": "matmul", "ranks": p, "grid": list(grid.shape), "n": n,
                        "dtype": dtname, "form": form, "block": args.block, "panel": args.panel,
-                       "threads": args.threads, "numpy_1t_gflops": float(npg[0]),
+                       "threads": args.threads, "comm_dtype": args.comm_dtype,
+                       "numpy_1t_gflops": float(npg[0]),
                        "ratio": ratio, **r, "blas": blas, "env": env}
                 rows.append(row)
                 say(f"  {p:>5} {grid.shape[0]:>2}x{grid.shape[1]:<2} {n:>6} {dtname:>10} "
