@@ -293,6 +293,7 @@ def nmf(A: DistMatrix | BlockSparseMatrix, k: int, *, method: str = "mu", max_it
         sums = np.array([np.sum(vals, dtype=np.float64),
                          np.sum(np.square(vals, dtype=np.float64))])
         _c.allreduce(comm, sums)
+        _c.bcast(comm, sums, 0)   # bitwise the same everywhere (scale of the initial factors)
         normA2 = float(sums[1])
         normA = float(np.sqrt(normA2))
         scale = 2.0 * np.sqrt(max(float(sums[0]), 0.0) / (m * n) / k)
@@ -332,6 +333,9 @@ def nmf(A: DistMatrix | BlockSparseMatrix, k: int, *, method: str = "mu", max_it
             loc.h_times(Wn, colbuf[:nloc])
             np.matmul(Wn.T, Wn, out=colbuf[nloc:])
             req.wait()
+            # the stopping test below must come out the same on every rank, and MPI does not
+            # promise bitwise-equal all-reduce results everywhere: every rank takes rank 0's
+            _c.bcast(comm, pq, 0)
             err = float(np.sqrt(max(normA2 - 2.0 * pq[0] + pq[1], 0.0)))
             history.append(err / normA if normA > 0 else err)
             if history[-1] == 0.0 or (t > 0 and abs(history[-2] - history[-1])
