@@ -30,6 +30,7 @@ __all__ = [
     "bcast",
     "ibcast",
     "allreduce",
+    "allsum",
     "iallreduce",
     "reduce",
     "alltoallv",
@@ -176,6 +177,32 @@ def allreduce(comm: MPI.Comm, buf: np.ndarray, op: MPI.Op = MPI.SUM) -> np.ndarr
     dt = time.perf_counter() - t0
     n = 1 if comm.Get_size() > 1 else 0
     _record(n, n * buf.nbytes, n, n * buf.nbytes, dt)
+    return buf
+
+
+def allsum(comm: MPI.Comm, buf: np.ndarray) -> np.ndarray:
+    """Sum the small array ``buf`` over ``comm`` in place, bitwise the same on every rank.
+
+    MPI does not promise that an all-reduce gives every rank the same bits; a value that
+    steers control flow (a stopping test) must, or ranks could leave a loop at different
+    iterations and hang.  Here every rank gathers all the parts and adds them in rank
+    order.  For scalars and short vectors (the gather moves ``size`` times the buffer).
+    """
+    size = comm.Get_size()
+    if size == 1:
+        if _recorders:
+            _record(0, 0, 0, 0, 0.0)
+        return buf
+    parts = np.empty((size,) + buf.shape, dtype=buf.dtype)
+    t0 = time.perf_counter() if _recorders else 0.0
+    comm.Allgather(np.ascontiguousarray(buf), parts)
+    if _recorders:
+        _record(size - 1, (size - 1) * buf.nbytes, size - 1, (size - 1) * buf.nbytes,
+                time.perf_counter() - t0)
+    total = parts[0].copy()
+    for q in range(1, size):
+        total += parts[q]
+    buf[...] = total
     return buf
 
 

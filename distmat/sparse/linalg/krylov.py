@@ -4,9 +4,10 @@
 block-sparse storage once), ``b`` an ``n x 1`` DistMatrix.  Internally the operator is moved
 once to contiguous row slabs over all ranks (:mod:`.rowop`): every vector is a numpy array of
 this rank's rows, a product is one halo all-to-all plus a local scipy kernel, vector updates
-are local numpy and each inner product is a local ``vdot`` plus one all-reduce.  ``x`` comes
-back with ``b``'s layout.  Every convergence and breakdown decision is taken from globally
-reduced numbers, so all ranks leave the loop together.
+are local numpy and each inner product is a local ``vdot`` plus one all-gather of the parts
+(:func:`distmat.comm.allsum`, summed in rank order).  ``x`` comes back with ``b``'s layout.
+Every convergence and breakdown decision is taken from these sums, which are bitwise the same
+on every rank, so all ranks leave the loop together.
 
 Preconditioners: :func:`block_jacobi` / :func:`jacobi` objects and matrices are moved to the
 slabs once (no message per application); any other callable is called as ``M(r)`` with ``r``
@@ -132,20 +133,20 @@ class _System:
         return self.op.matvec(v)
 
     def dot(self, u: np.ndarray, v: np.ndarray) -> complex | float:
-        """``u^H v`` over the grid (one all-reduce)."""
+        """``u^H v`` over the grid, bitwise the same on every rank (one all-gather)."""
         buf = np.array([np.vdot(u, v)], dtype=self.dtype)
-        _c.allreduce(self.grid.comm, buf)
+        _c.allsum(self.grid.comm, buf)
         return buf[0]
 
     def dots(self, *pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """Several inner products ``u^H v`` in one all-reduce."""
+        """Several inner products ``u^H v`` in one all-gather, the same bits on every rank."""
         buf = np.array([np.vdot(u, v) for u, v in pairs], dtype=self.dtype)
-        _c.allreduce(self.grid.comm, buf)
+        _c.allsum(self.grid.comm, buf)   # the same bits everywhere: they steer the loop
         return buf
 
     def norm(self, u: np.ndarray) -> float:
         buf = np.array([np.vdot(u, u).real])
-        _c.allreduce(self.grid.comm, buf)
+        _c.allsum(self.grid.comm, buf)
         return float(np.sqrt(buf[0]))
 
     def dist(self, x: np.ndarray) -> DistMatrix:
