@@ -200,3 +200,16 @@ def test_numpy_operands_and_missing_inputs_get_clear_errors(comm):
         _raises_everywhere(comm, ValueError, lambda: dm.from_global(None, grid=grid), "None")
         missing = "/nonexistent-distmat-dir/x.npy"
         _raises_everywhere(comm, FileNotFoundError, lambda: dm.save(A, missing), "does not exist")
+
+
+def test_allsum_is_bitwise_the_same_on_every_rank(comm):
+    rng = np.random.default_rng(comm.rank)
+    mine = rng.standard_normal(3) * 10.0 ** rng.integers(-8, 8, 3)   # sums that round
+    parts = comm.allgather(mine.copy())
+    want = parts[0].copy()
+    for p in parts[1:]:
+        want += p
+    got = dmc.allsum(comm, mine)
+    everyone = comm.allgather(got.tobytes())
+    assert_all(comm, got is mine and np.array_equal(got, want) and len(set(everyone)) == 1,
+               f"allsum {got} vs rank-order sum {want}")
