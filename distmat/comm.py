@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 import numpy as np
 from mpi4py import MPI
+from mpi4py.util.dtlib import from_numpy_dtype
 
 from .errors import RemoteError
 
@@ -263,6 +264,41 @@ def sendrecv(comm: MPI.Comm, sendbuf: np.ndarray, dest: int, recvbuf: np.ndarray
     if _recorders:
         _record(1, sendbuf.nbytes, 1, recvbuf.nbytes, time.perf_counter() - t0)
     return recvbuf
+
+
+def _rows_spec(a: np.ndarray, rows: list[tuple[int, int]] | None) -> tuple[list, int]:
+    """An mpi4py buffer spec for whole rows ``[(start, count), ...]`` of a C-ordered 2-D array."""
+    if not a.flags.c_contiguous:
+        raise ValueError("rows of a C-contiguous array are required")
+    if rows is None:
+        return [a, a.size, from_numpy_dtype(a.dtype)], a.nbytes
+    w = a.shape[1]
+    base = from_numpy_dtype(a.dtype)
+    lengths = [c * w for _, c in rows]
+    dtype = base.Create_indexed(lengths, [r * w for r, _ in rows]).Commit()
+    return [a, 1, dtype], sum(lengths) * a.itemsize
+
+
+def sendrecv_rows(comm: MPI.Comm, send: np.ndarray, send_rows: list[tuple[int, int]] | None,
+                  dest: int, recv: np.ndarray, recv_rows: list[tuple[int, int]] | None,
+                  source: int, tag: int = 0) -> None:
+    """Send some whole rows of ``send`` to ``dest`` while receiving rows of ``recv``.
+
+    ``*_rows`` lists ``(first_row, row_count)`` ranges of a C-contiguous 2-D array (None: all
+    of it); MPI reads and writes them in place through an indexed datatype, so neither side
+    packs.  The two sides must move the same number of elements.
+    """
+    sspec, sbytes = _rows_spec(send, send_rows)
+    rspec, rbytes = _rows_spec(recv, recv_rows)
+    t0 = time.perf_counter() if _recorders else 0.0
+    try:
+        comm.Sendrecv(sspec, dest, tag, rspec, source, tag)
+    finally:
+        for spec, rows in ((sspec, send_rows), (rspec, recv_rows)):
+            if rows is not None:
+                spec[2].Free()
+    if _recorders:
+        _record(1, sbytes, 1, rbytes, time.perf_counter() - t0)
 
 
 def isend(comm: MPI.Comm, buf: np.ndarray, dest: int, tag: int = 0) -> Request:

@@ -13,7 +13,7 @@ import ctypes
 
 import numpy as np
 
-__all__ = ["gemm_update", "trsm_inplace"]
+__all__ = ["gemm_update", "syrk_update", "trsm_inplace"]
 
 _PTR = ctypes.c_void_p
 _INT = ctypes.POINTER(ctypes.c_int)
@@ -24,6 +24,8 @@ _CTYPES = {"f": ctypes.c_float, "d": ctypes.c_double,
 _PREFIX = {"f": "s", "d": "d", "F": "c", "D": "z"}
 _TRSM_PROTO = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                                ctypes.c_char_p, _INT, _INT, _PTR, _PTR, _INT, _PTR, _INT)
+_SYRK_PROTO = {kind: ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, _INT, _INT, _PTR,
+                                      _PTR, _INT, _PTR, _PTR, _INT) for kind in ("syrk", "herk")}
 _gemm: dict[str, object] = {}
 
 
@@ -43,7 +45,7 @@ def _load(char: str, name: str = "gemm") -> object | None:
         api.PyCapsule_GetPointer.restype = ctypes.c_void_p
         api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
         ptr = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
-        proto = _GEMM_PROTO if name == "gemm" else _TRSM_PROTO
+        proto = {"gemm": _GEMM_PROTO, "trsm": _TRSM_PROTO}.get(name) or _SYRK_PROTO[name]
         fn = proto(ptr) if ptr else None
     except Exception:  # noqa: BLE001 - any failure means: use numpy
         fn = None
@@ -107,6 +109,36 @@ def gemm_update(C: np.ndarray, A: np.ndarray, B: np.ndarray, *, b_transposed: bo
         C -= prod
     else:
         C += alpha * prod
+
+
+def syrk_update(C: np.ndarray, A: np.ndarray) -> None:
+    """``C -= A @ A^H`` on the lower triangle of square ``C`` only, in place, rank-local.
+
+    BLAS ``syrk`` (``herk`` for complex) on a row-major strided block: the strict upper
+    triangle of ``C`` is not touched.  ``A`` is ``m x k``.
+    """
+    m, k = A.shape
+    if m == 0 or k == 0:
+        return
+    dt = C.dtype
+    isz = dt.itemsize
+    cplx = dt.kind == "c"
+    fn = _load(dt.char, "herk" if cplx else "syrk") if dt.char in _CTYPES else None
+    ldc, lda = _ld(C, isz), _ld(A, isz)
+    if fn is not None and A.dtype == dt and ldc is not None and lda is not None:
+        # Row-major C and A are column-major C^T and B = A^T: the lower triangle of C is the
+        # upper one of C^T, and (A A^H)^T = B^H B.  herk takes real alpha and beta.
+        i = ctypes.c_int
+        real = ctypes.c_float if dt.char in "fF" else ctypes.c_double
+        alpha = real(-1.0) if cplx else _scalar(dt.char, -1.0)
+        beta = real(1.0) if cplx else _scalar(dt.char, 1.0)
+        fn(b"U", b"C" if cplx else b"T", ctypes.byref(i(m)), ctypes.byref(i(k)),
+           ctypes.cast(ctypes.pointer(alpha), _PTR), A.ctypes.data_as(_PTR),
+           ctypes.byref(i(lda)), ctypes.cast(ctypes.pointer(beta), _PTR),
+           C.ctypes.data_as(_PTR), ctypes.byref(i(ldc)))
+        return
+    low = np.tril_indices(m)
+    C[low] -= (A @ A.conj().T)[low]
 
 
 def trsm_inplace(B: np.ndarray, T: np.ndarray, *, left: bool, lower: bool, trans: str = "N",

@@ -20,6 +20,7 @@ from .. import comm as _c
 from ..layout import panels
 from ..matrix import DistMatrix
 from . import _checks
+from . import cholesky_fold as _fold
 from . import triangular as _tri
 from ._kernels import gemm_update, trsm_inplace
 from ._panels import Index, default_panel, panel_to_root
@@ -101,7 +102,10 @@ def cho_factor(a: DistMatrix, lower: bool = False, *, check_finite: bool = True,
         if check_finite:
             _checks.check_finite((a, "a"))
         dtype = _checks.common_dtype(a)
-        if lower:
+        if lower and _fold.applies(a, panel or a.block[1]):
+            local = _fold.factor(a, a.block[1], dtype)
+            c = DistMatrix._wrap(local, a.shape, a.block, a.grid)
+        elif lower:
             local = np.array(a.local, dtype=dtype, order="C")
             c = DistMatrix._wrap(local, a.shape, a.block, a.grid)
             potrf(c, panel)

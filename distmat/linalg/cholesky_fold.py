@@ -1,0 +1,215 @@
+"""Cholesky on two ranks in a folded layout (layer 3; used by :mod:`.cholesky`).
+
+On a ``1 x 2`` grid with column block ``w`` the block columns alternate between the ranks:
+even blocks (class 0) on rank 0, odd blocks (class 1) on rank 1.  Grouping the lower triangle
+by the classes of its rows and columns gives three pieces of the same size:
+
+* ``A00 = A[0, 0]`` and ``A11 = A[1, 1]``: symmetric, only their lower triangles matter;
+* ``X = A[1, 0]`` (odd rows, even columns): a full square.  Its lower block triangle holds
+  lower-triangle entries of ``A``; its strict upper block triangle is ``A[0, 1]^H``, which by
+  symmetry stands for the lower-triangle entries with even rows and odd columns.
+
+Rank 0 keeps ``A00`` and ``A11`` and updates them with SYRK (HERK); rank 1 keeps ``X`` and
+updates it with one GEMM per step.  Those are the shapes BLAS runs fastest (a ``1 x 2``
+right-looking update is a staircase of narrow GEMMs instead), and both ranks do the same
+flops per step.  Step ``j`` factors block column ``j`` of class ``c``: rank 0 factors the
+diagonal block and sends it; rank 0 solves the panel rows of class ``c``, rank 1 those of the
+other class (held in ``X``: a column block when ``c = 0``, a row block of ``L^H`` when
+``c = 1``); they swap the solved rows and update.  Rank 0 updates the class-``c`` piece while
+rank 1 solves its rows, then factors the next diagonal block before the rest of its update.
+
+Moving into and out of the fold costs one exchange of half of each rank's rows each way
+(datatype-driven, no packing) plus blockwise transposes on rank 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import lapack
+
+from .. import comm as _c
+from ..matrix import DistMatrix
+from ._kernels import gemm_update, syrk_update, trsm_inplace
+
+__all__ = ["applies", "factor"]
+
+_TAG = 7300
+
+
+def applies(a: DistMatrix, w: int) -> bool:
+    """True when :func:`factor` handles ``a`` with panel width ``w``.
+
+    A ``1 x 2`` grid whose column block is ``w`` (at least 32) and at least two blocks, with a
+    BLAS dtype.
+    """
+    n = a.shape[0]
+    nb = a.block[1]
+    return (a.grid.shape == (1, 2) and w == nb and nb >= 32 and n > nb
+            and np.dtype(a.dtype).char in "fdFD")
+
+
+def _blocks(n: int, w: int, c: int) -> list[tuple[int, int]]:
+    """``(first_row, rows)`` of the global row blocks of class ``c`` (block ``j``: ``j % 2``)."""
+    return [(j, min(w, n - j)) for j in range(c * w, n, 2 * w)]
+
+
+def factor(a: DistMatrix, w: int, dtype: np.dtype) -> np.ndarray:
+    """The local part of the lower Cholesky factor of ``a`` (zeros above the diagonal).
+
+    Collective over the two ranks.  ``a`` is not modified.  Raises LinAlgError on both ranks
+    naming the order of the first leading minor that is not positive.
+    """
+    n = a.shape[0]
+    comm = a.grid.comm
+    me = a.grid.rank
+    A = np.ascontiguousarray(a.local, dtype=dtype)
+    even, odd = _blocks(n, w, 0), _blocks(n, w, 1)
+    n0 = sum(c for _, c in even)
+    n1 = sum(c for _, c in odd)
+    if me == 0:
+        # A00 lives in the first n0 rows of the result (same row length), so the only
+        # temporary is A11; fresh memory costs page faults, at worst huge-page compaction
+        out = np.empty((n, n0), dtype=dtype)
+        D = [out[:n0], np.empty((n1, n1), dtype=dtype)]
+        for q, (r, c) in enumerate(even):
+            D[0][q * w:q * w + c] = A[r:r + c]
+        _c.sendrecv_rows(comm, A, odd, 1, D[1], None, 1, _TAG)
+        del A
+        _rank0(comm, D, n, w)
+        for q in range(len(even) - 1, 0, -1):   # A00's row blocks down to their places
+            r, c = even[q]
+            out[r:r + c] = out[q * w:q * w + c]
+        _c.sendrecv_rows(comm, D[1], None, 1, out, odd, 1, _TAG + 1)
+        _zero_upper(out, n, w, 0)
+        for a_, (r, c) in enumerate(odd):   # X's strict upper block triangle held L^H
+            out[r:r + c, (a_ + 1) * w:] = 0
+        return out
+    X = np.empty((n1, n0), dtype=dtype)
+    _c.sendrecv_rows(comm, A, odd, 0, X, None, 0, _TAG)
+    out = np.empty((n, n1), dtype=dtype)
+    for b, (r, c) in enumerate(even):   # X[a, b] for a < b is A[2b, 2a + 1]^H
+        if b:
+            X[:b * w, b * w:b * w + c] = A[r:r + c, :b * w].conj().T
+        out[r:r + c, b * w:] = 0        # above the diagonal of the result
+    del A
+    _rank1(comm, X, n, w, out)
+    _c.sendrecv_rows(comm, X, None, 0, out, odd, 0, _TAG + 1)
+    _zero_upper(out, n, w, 1)
+    return out
+
+
+def _zero_upper(out: np.ndarray, n: int, w: int, c: int) -> None:
+    """Zero the entries above the global diagonal in the rows of class-``c`` blocks of ``out``
+    (whose columns are the class-``c`` blocks) -- the same-class rows' diagonal blocks."""
+    for q, (r, cnt) in enumerate(_blocks(n, w, c)):
+        blk = out[r:r + cnt, q * w:]
+        blk[:, cnt:] = 0
+        d = blk[:, :cnt]
+        d[np.triu_indices(cnt, 1)] = 0
+
+
+def _raise(j: int, w: int, info: int) -> None:
+    raise np.linalg.LinAlgError(f"the matrix is not positive definite: the leading minor of "
+                                f"order {j * w + info} is not positive")
+
+
+def _rank0(comm, D: list[np.ndarray], n: int, w: int) -> None:
+    """Rank 0: the two symmetric pieces ``D[0] = A00`` and ``D[1] = A11``, in place."""
+    nblk = -(-n // w)
+    dt = D[0].dtype
+    conj = dt.kind == "c"
+    potrf = lapack.get_lapack_funcs("potrf", dtype=dt)
+    sends: list = []
+
+    def fac(j: int) -> None:
+        """Factor diagonal block ``j``, send it, solve the class rows below, send them."""
+        c, q = j % 2, j // 2
+        r = q * w
+        z = min(w, n - j * w)
+        Dc = D[c]
+        d = Dc[r:r + z, r:r + z]
+        l11, info = potrf(d, lower=1, clean=1)
+        head = np.array([info], dtype=np.int64)
+        reqs = [_c.isend(comm, head, 1, _TAG + 10)]
+        if info == 0:
+            d[...] = l11
+            reqs.append(_c.isend(comm, np.ascontiguousarray(d), 1, _TAG + 11))
+        else:
+            _c.waitall(reqs)
+            _raise(j, w, int(info))
+        below = Dc[r + z:, r:r + z]
+        trsm_inplace(below, d, left=False, lower=True, trans="C" if conj else "T")
+        reqs.append(_c.isend(comm, np.ascontiguousarray(below), 1, _TAG + 12))
+        sends.extend(reqs)
+
+    fac(0)
+    for j in range(nblk):
+        c, q = j % 2, j // 2
+        r = q * w
+        z = min(w, n - j * w)
+        Dc, Do = D[c], D[1 - c]
+        # the class-c trailing piece, while rank 1 solves its panel rows
+        ps = Dc[r + z:, r:r + z]
+        syrk_update(Dc[r + z:, r + z:], ps)
+        # the other class's rows of panel j, solved on rank 1 (L values, contiguous)
+        s0 = r if c == 0 else r + w          # first trailing row of the other class
+        po = np.empty((Do.shape[0] - s0, z), dtype=dt)
+        _c.waitall([_c.irecv(comm, po, 1, _TAG + 13)])
+        if j + 1 < nblk:   # look-ahead: the next diagonal block's column first
+            z1 = min(w, n - (j + 1) * w)
+            lead = Do[s0:, s0:s0 + z1]
+            syrk_update(lead[:z1], po[:z1])
+            gemm_update(lead[z1:], po[z1:], po[:z1].conj() if conj else po[:z1],
+                        b_transposed=True)
+            fac(j + 1)
+            syrk_update(Do[s0 + z1:, s0 + z1:], po[z1:])
+        sends = [s for s in sends if not s.test()]
+    _c.waitall(sends)
+
+
+def _rank1(comm, X: np.ndarray, n: int, w: int, out: np.ndarray) -> None:
+    """Rank 1: the square ``X = A[1, 0]`` (upper block triangle: ``A[0, 1]^H``), in place.
+
+    The factor's entries with even rows and odd columns are final once their column is
+    solved; they go straight to their places in the result ``out`` (the rows of even blocks).
+    """
+    even = _blocks(n, w, 0)
+    nblk = -(-n // w)
+    dt = X.dtype
+    conj = dt.kind == "c"
+    n1, n0 = X.shape
+    sends: list = []
+    for j in range(nblk):
+        c, q = j % 2, j // 2
+        r = q * w
+        z = min(w, n - j * w)
+        head = np.zeros(1, dtype=np.int64)
+        l11 = np.empty((z, z), dtype=dt)
+        nps = (n0 if c == 0 else n1) - r - z
+        ps = np.empty((nps, z), dtype=dt)
+        reqs = [_c.irecv(comm, head, 0, _TAG + 10)]
+        _c.waitall(reqs)
+        if head[0] != 0:
+            _raise(j, w, int(head[0]))
+        reqs = [_c.irecv(comm, l11, 0, _TAG + 11), _c.irecv(comm, ps, 0, _TAG + 12)]
+        reqs[0].wait()
+        if c == 0:   # odd rows >= block j: a column block of X
+            col = X[r:, r:r + z]
+            trsm_inplace(col, l11, left=False, lower=True, trans="C" if conj else "T")
+            sends.append(_c.isend(comm, np.ascontiguousarray(col), 0, _TAG + 13))
+            reqs[1].wait()
+            if nps:
+                gemm_update(X[r:, r + w:], col, ps.conj() if conj else ps, b_transposed=True)
+        else:        # even rows after block j: a row block of X holding L^H
+            row = X[r:r + z, r + w:]
+            trsm_inplace(row, l11, left=True, lower=True, trans="N")
+            lv = np.ascontiguousarray(row.conj().T)   # L21: even rows after block j
+            sends.append(_c.isend(comm, lv, 0, _TAG + 13))
+            for b in range(q + 1, len(even)):
+                g, cnt = even[b]
+                out[g:g + cnt, r:r + z] = lv[(b - q - 1) * w:(b - q - 1) * w + cnt]
+            reqs[1].wait()
+            if nps:
+                gemm_update(X[r + w:, r + w:], ps, row)
+        sends = [s for s in sends if not s.test()]
+    _c.waitall(sends)
