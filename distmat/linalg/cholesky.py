@@ -102,8 +102,8 @@ def cho_factor(a: DistMatrix, lower: bool = False, *, check_finite: bool = True,
         if check_finite:
             _checks.check_finite((a, "a"))
         dtype = _checks.common_dtype(a)
-        if lower and _fold.applies(a, panel or a.block[1]):
-            local = _fold.factor(a, a.block[1], dtype)
+        if _fold.applies(a, panel or a.block[1]):
+            local = _fold.factor(a, a.block[1], dtype, lower=bool(lower))
             c = DistMatrix._wrap(local, a.shape, a.block, a.grid)
         elif lower:
             local = np.array(a.local, dtype=dtype, order="C")

@@ -53,11 +53,13 @@ def _blocks(n: int, w: int, c: int) -> list[tuple[int, int]]:
     return [(j, min(w, n - j)) for j in range(c * w, n, 2 * w)]
 
 
-def factor(a: DistMatrix, w: int, dtype: np.dtype) -> np.ndarray:
-    """The local part of the lower Cholesky factor of ``a`` (zeros above the diagonal).
+def factor(a: DistMatrix, w: int, dtype: np.dtype, lower: bool = True) -> np.ndarray:
+    """The local part of the Cholesky factor of ``a``, with zeros in the other triangle.
 
-    Collective over the two ranks.  ``a`` is not modified.  Raises LinAlgError on both ranks
-    naming the order of the first leading minor that is not positive.
+    Collective over the two ranks.  ``lower``: ``L`` from the lower triangle of ``a``, else
+    ``U = L^H`` from the upper triangle (the pieces are mirrored on the way in and out; the
+    factorization itself is the same).  ``a`` is not modified.  Raises LinAlgError on both
+    ranks naming the order of the first leading minor that is not positive.
     """
     n = a.shape[0]
     comm = a.grid.comm
@@ -71,41 +73,72 @@ def factor(a: DistMatrix, w: int, dtype: np.dtype) -> np.ndarray:
         # temporary is A11; fresh memory costs page faults, at worst huge-page compaction
         out = np.empty((n, n0), dtype=dtype)
         D = [out[:n0], np.empty((n1, n1), dtype=dtype)]
+        _c.sendrecv_rows(comm, A, odd, 1, D[1], None, 1, _TAG)
         for q, (r, c) in enumerate(even):
             D[0][q * w:q * w + c] = A[r:r + c]
-        _c.sendrecv_rows(comm, A, odd, 1, D[1], None, 1, _TAG)
         del A
+        if not lower:
+            _mirror(D[0], w, to_lower=True)
+            _mirror(D[1], w, to_lower=True)
         _rank0(comm, D, n, w)
+        if not lower:
+            _mirror(D[0], w, to_lower=False)
+            _mirror(D[1], w, to_lower=False)
         for q in range(len(even) - 1, 0, -1):   # A00's row blocks down to their places
             r, c = even[q]
             out[r:r + c] = out[q * w:q * w + c]
         _c.sendrecv_rows(comm, D[1], None, 1, out, odd, 1, _TAG + 1)
-        _zero_upper(out, n, w, 0)
-        for a_, (r, c) in enumerate(odd):   # X's strict upper block triangle held L^H
-            out[r:r + c, (a_ + 1) * w:] = 0
+        _zero_other(out, n, w, 0, lower)
+        for a_, (r, c) in enumerate(odd):   # the part of X that held the other triangle
+            if lower:
+                out[r:r + c, (a_ + 1) * w:] = 0
+            else:
+                out[r:r + c, :(a_ + 1) * w] = 0
         return out
     X = np.empty((n1, n0), dtype=dtype)
     _c.sendrecv_rows(comm, A, odd, 0, X, None, 0, _TAG)
     out = np.empty((n, n1), dtype=dtype)
-    for b, (r, c) in enumerate(even):   # X[a, b] for a < b is A[2b, 2a + 1]^H
-        if b:
+    for b, (r, c) in enumerate(even):
+        if lower and b:    # X[a, b] for a < b is A[2b, 2a + 1]^H (lower triangle of A)
             X[:b * w, b * w:b * w + c] = A[r:r + c, :b * w].conj().T
-        out[r:r + c, b * w:] = 0        # above the diagonal of the result
+        elif not lower:    # X[a, b] for a >= b is A[2b, 2a + 1]^H (upper triangle of A)
+            X[b * w:, b * w:b * w + c] = A[r:r + c, b * w:].conj().T
     del A
-    _rank1(comm, X, n, w, out)
+    _rank1(comm, X, n, w, out, lower)
+    for b, (r, c) in enumerate(even):   # the other triangle (while rank 0 moves its rows)
+        if lower:
+            out[r:r + c, b * w:] = 0
+        else:
+            out[r:r + c, :b * w] = 0
     _c.sendrecv_rows(comm, X, None, 0, out, odd, 0, _TAG + 1)
-    _zero_upper(out, n, w, 1)
+    _zero_other(out, n, w, 1, lower)
     return out
 
 
-def _zero_upper(out: np.ndarray, n: int, w: int, c: int) -> None:
-    """Zero the entries above the global diagonal in the rows of class-``c`` blocks of ``out``
-    (whose columns are the class-``c`` blocks) -- the same-class rows' diagonal blocks."""
+def _mirror(D: np.ndarray, w: int, to_lower: bool) -> None:
+    """Copy one triangle of square ``D`` onto the other, conjugate-transposed, by block strips."""
+    for q in range(0, D.shape[0], w):
+        e = min(q + w, D.shape[0])
+        if to_lower:
+            D[q:e, :q] = D[:q, q:e].conj().T
+        else:
+            D[:q, q:e] = D[q:e, :q].conj().T
+        d = D[q:e, q:e]
+        d[...] = d.conj().T   # the triangle not copied to is not read afterwards
+
+
+def _zero_other(out: np.ndarray, n: int, w: int, c: int, lower: bool) -> None:
+    """Zero the other triangle in the rows of class-``c`` blocks of ``out`` (whose columns
+    are the class-``c`` blocks): around and inside the same-class diagonal blocks."""
     for q, (r, cnt) in enumerate(_blocks(n, w, c)):
-        blk = out[r:r + cnt, q * w:]
-        blk[:, cnt:] = 0
-        d = blk[:, :cnt]
-        d[np.triu_indices(cnt, 1)] = 0
+        if lower:
+            out[r:r + cnt, q * w + cnt:] = 0
+            d = out[r:r + cnt, q * w:q * w + cnt]
+            d[np.triu_indices(cnt, 1)] = 0
+        else:
+            out[r:r + cnt, :q * w] = 0
+            d = out[r:r + cnt, q * w:q * w + cnt]
+            d[np.tril_indices(cnt, -1)] = 0
 
 
 def _raise(j: int, w: int, info: int) -> None:
@@ -142,36 +175,39 @@ def _rank0(comm, D: list[np.ndarray], n: int, w: int) -> None:
         reqs.append(_c.isend(comm, np.ascontiguousarray(below), 1, _TAG + 12))
         sends.extend(reqs)
 
-    fac(0)
-    for j in range(nblk):
-        c, q = j % 2, j // 2
-        r = q * w
-        z = min(w, n - j * w)
-        Dc, Do = D[c], D[1 - c]
-        # the class-c trailing piece, while rank 1 solves its panel rows
-        ps = Dc[r + z:, r:r + z]
-        syrk_update(Dc[r + z:, r + z:], ps)
-        # the other class's rows of panel j, solved on rank 1 (L values, contiguous)
-        s0 = r if c == 0 else r + w          # first trailing row of the other class
-        po = np.empty((Do.shape[0] - s0, z), dtype=dt)
-        _c.waitall([_c.irecv(comm, po, 1, _TAG + 13)])
-        if j + 1 < nblk:   # look-ahead: the next diagonal block's column first
-            z1 = min(w, n - (j + 1) * w)
-            lead = Do[s0:, s0:s0 + z1]
-            syrk_update(lead[:z1], po[:z1])
-            gemm_update(lead[z1:], po[z1:], po[:z1].conj() if conj else po[:z1],
-                        b_transposed=True)
-            fac(j + 1)
-            syrk_update(Do[s0 + z1:, s0 + z1:], po[z1:])
-        sends = [s for s in sends if not s.test()]
-    _c.waitall(sends)
+    try:
+        fac(0)
+        for j in range(nblk):
+            c, q = j % 2, j // 2
+            r = q * w
+            z = min(w, n - j * w)
+            Dc, Do = D[c], D[1 - c]
+            # the class-c trailing piece, while rank 1 solves its panel rows
+            ps = Dc[r + z:, r:r + z]
+            syrk_update(Dc[r + z:, r + z:], ps)
+            # the other class's rows of panel j, solved on rank 1 (L values, contiguous)
+            s0 = r if c == 0 else r + w          # first trailing row of the other class
+            po = np.empty((Do.shape[0] - s0, z), dtype=dt)
+            _c.waitall([_c.irecv(comm, po, 1, _TAG + 13)])
+            if j + 1 < nblk:   # look-ahead: the next diagonal block's column first
+                z1 = min(w, n - (j + 1) * w)
+                lead = Do[s0:, s0:s0 + z1]
+                syrk_update(lead[:z1], po[:z1])
+                gemm_update(lead[z1:], po[z1:], po[:z1].conj() if conj else po[:z1],
+                            b_transposed=True)
+                fac(j + 1)
+                syrk_update(Do[s0 + z1:, s0 + z1:], po[z1:])
+            sends[:] = [s for s in sends if not s.test()]
+    finally:   # complete before the buffers go, also when a block fails
+        _c.waitall(sends)
 
 
-def _rank1(comm, X: np.ndarray, n: int, w: int, out: np.ndarray) -> None:
+def _rank1(comm, X: np.ndarray, n: int, w: int, out: np.ndarray, lower: bool) -> None:
     """Rank 1: the square ``X = A[1, 0]`` (upper block triangle: ``A[0, 1]^H``), in place.
 
-    The factor's entries with even rows and odd columns are final once their column is
-    solved; they go straight to their places in the result ``out`` (the rows of even blocks).
+    The factor's entries in the rows of even blocks of the result ``out`` are final once
+    their column is solved and go straight there: ``L[even, odd]`` from the solved row blocks
+    of ``X`` (``lower``), ``U[even, odd] = L[odd, even]^H`` from its solved column blocks.
     """
     even = _blocks(n, w, 0)
     nblk = -(-n // w)
@@ -197,6 +233,9 @@ def _rank1(comm, X: np.ndarray, n: int, w: int, out: np.ndarray) -> None:
             col = X[r:, r:r + z]
             trsm_inplace(col, l11, left=False, lower=True, trans="C" if conj else "T")
             sends.append(_c.isend(comm, np.ascontiguousarray(col), 0, _TAG + 13))
+            if not lower:   # U[2q, 2a + 1] = L[2a + 1, 2q]^H for odd blocks a >= q
+                g = even[q][0]
+                out[g:g + z, r:] = col.conj().T
             reqs[1].wait()
             if nps:
                 gemm_update(X[r:, r + w:], col, ps.conj() if conj else ps, b_transposed=True)
@@ -205,7 +244,7 @@ def _rank1(comm, X: np.ndarray, n: int, w: int, out: np.ndarray) -> None:
             trsm_inplace(row, l11, left=True, lower=True, trans="N")
             lv = np.ascontiguousarray(row.conj().T)   # L21: even rows after block j
             sends.append(_c.isend(comm, lv, 0, _TAG + 13))
-            for b in range(q + 1, len(even)):
+            for b in range(q + 1, len(even) if lower else 0):
                 g, cnt = even[b]
                 out[g:g + cnt, r:r + z] = lv[(b - q - 1) * w:(b - q - 1) * w + cnt]
             reqs[1].wait()

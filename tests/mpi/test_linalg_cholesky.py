@@ -212,9 +212,9 @@ def test_row_grid_lookahead(comm):
 
 
 def test_two_rank_fold(comm):
-    """On 1 x 2 grids the lower factor comes from the folded layout (cholesky_fold): odd and
-    even sizes, partial last blocks, real and complex, garbage above the diagonal of the input,
-    and a not-positive-definite block of either class, found on both ranks."""
+    """On 1 x 2 grids the factor comes from the folded layout (cholesky_fold), for lower and
+    upper: odd and even sizes, partial last blocks, real and complex, garbage in the triangle
+    not read, and a not-positive-definite block of either class, found on both ranks."""
     for shape, grid in subgrids(comm, [(1, 2)]):
         bad = []
         if grid is not None:
@@ -225,25 +225,31 @@ def test_two_rank_fold(comm):
                 if np.dtype(dt).kind == "c":   # Hermitian positive definite
                     h = np.random.default_rng(n).uniform(-1, 1, (n, n)) / n
                     a = (a + 1j * (h - h.T)).astype(dt)
-                stored = np.tril(a) + np.triu(np.full((n, n), 7.0, dtype=dt), 1)
-                A = dm.from_global(stored, grid=grid, block=(nb, nb), root=None)
-                assert dm.linalg.cholesky_fold.applies(A, nb)
-                f = dm.linalg.cho_factor(A, lower=True)
-                L = f.c.gather(None)
-                r = scaled_error(inf(a - L @ L.conj().T), inf(a), n=n, dtype=dt)
-                b = np.random.default_rng(1).uniform(-1, 1, (n, 3)).astype(dt)
-                x = f.solve(dm.from_global(b, grid=grid, block=(nb, 2), root=None)).gather(None)
-                rs = scaled_error(inf(a @ x - b), inf(a) * inf(x), n=n, dtype=dt)
-                same = np.array_equal(A.gather(None), stored)
-                if not (r <= 3.0 and rs <= 3.0 and np.array_equal(L, np.tril(L)) and same):
-                    bad.append(f"n={n} nb={nb} {np.dtype(dt).name}: factor {r:.3g} "
-                               f"solve {rs:.3g} input kept {same}")
+                junk = np.full((n, n), 7.0, dtype=dt)
+                for lower in (True, False):
+                    stored = (np.tril(a) + np.triu(junk, 1) if lower
+                              else np.triu(a) + np.tril(junk, -1))
+                    A = dm.from_global(stored, grid=grid, block=(nb, nb), root=None)
+                    assert dm.linalg.cholesky_fold.applies(A, nb)
+                    f = dm.linalg.cho_factor(A, lower=lower)
+                    c = f.c.gather(None)
+                    L = c if lower else c.conj().T
+                    r = scaled_error(inf(a - L @ L.conj().T), inf(a), n=n, dtype=dt)
+                    b = np.random.default_rng(1).uniform(-1, 1, (n, 3)).astype(dt)
+                    x = f.solve(dm.from_global(b, grid=grid, block=(nb, 2), root=None)).gather(None)
+                    rs = scaled_error(inf(a @ x - b), inf(a) * inf(x), n=n, dtype=dt)
+                    tri = np.array_equal(c, np.tril(c) if lower else np.triu(c))
+                    same = np.array_equal(A.gather(None), stored)
+                    if not (r <= 3.0 and rs <= 3.0 and tri and same):
+                        bad.append(f"n={n} nb={nb} {np.dtype(dt).name} lower={lower}: factor "
+                                   f"{r:.3g} solve {rs:.3g} triangular {tri} input kept {same}")
             for k in (0, 20, 40, 70, 99):   # blocks 0 (even), 1 (odd), 2 and 3, the last entry
                 a = spd(100, np.float64, k)
                 a[k, k] = -1.0
                 A = dm.from_global(a, grid=grid, block=(32, 32), root=None)
-                bad.append(_raises(np.linalg.LinAlgError,
-                                   partial(dm.linalg.cho_factor, A, lower=True),
-                                   f"order {k + 1} "))
+                for lower in (True, False):
+                    bad.append(_raises(np.linalg.LinAlgError,
+                                       partial(dm.linalg.cho_factor, A, lower=lower),
+                                       f"order {k + 1} "))
         bad = [b for b in bad if b]
         assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
