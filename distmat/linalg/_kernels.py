@@ -68,56 +68,64 @@ def _ld(x: np.ndarray, isz: int) -> int | None:
 
 
 def gemm_update(C: np.ndarray, A: np.ndarray, B: np.ndarray, *, b_transposed: bool = False,
-                alpha: float = -1.0) -> None:
-    """``C += alpha * A @ B`` in place (``A @ B.T`` when ``b_transposed``), rank-local.
+                alpha: float = -1.0, b_conj: bool = False, a_adjoint: bool = False) -> None:
+    """``C += alpha * op(A) @ op(B)`` in place, rank-local.
+
+    ``op(B)`` is ``B``, ``B.T`` (``b_transposed``) or ``B^H`` (``b_transposed`` and
+    ``b_conj``); ``op(A)`` is ``A`` or ``A^H`` (``a_adjoint``: ``A`` given as ``k x m``).
 
     Parameters
     ----------
     C : ndarray
         ``m x n`` block to update, typically a view into a larger row-major array.
     A : ndarray
-        ``m x k``.
+        ``m x k`` (``k x m`` with ``a_adjoint``).
     B : ndarray
         ``k x n`` (or ``n x k`` with ``b_transposed``).
     alpha : float
         The scale of the product (default -1: a Schur-complement update).
     """
     m, n = C.shape
-    k = A.shape[1]
-    if m == 0 or n == 0:
-        return
-    if k == 0:
+    k = A.shape[0] if a_adjoint else A.shape[1]
+    if m == 0 or n == 0 or k == 0:
         return
     dt = C.dtype
     isz = dt.itemsize
+    cplx = dt.kind == "c"
     fn = _load(dt.char) if dt.char in _CTYPES else None
     if fn is not None and A.dtype == dt and B.dtype == dt:
         ldc, lda, ldb = _ld(C, isz), _ld(A, isz), _ld(B, isz)
         if ldc is not None and lda is not None and ldb is not None and C.strides[0] >= n * isz:
-            # Row-major C (m x n) is column-major C^T (n x m): C^T += alpha * op(B)^T A^T.
-            ta = b"T" if b_transposed else b"N"
+            # Row-major C (m x n) is column-major C^T (n x m): C^T += alpha * op(B)^T op(A)^T,
+            # and a row-major operand is the column-major transpose of itself.
+            tb = (b"C" if b_conj and cplx else b"T") if b_transposed else b"N"
+            ta = (b"C" if cplx else b"T") if a_adjoint else b"N"
             i = ctypes.c_int
-            fn(ta, b"N", ctypes.byref(i(n)), ctypes.byref(i(m)), ctypes.byref(i(k)),
+            fn(tb, ta, ctypes.byref(i(n)), ctypes.byref(i(m)), ctypes.byref(i(k)),
                ctypes.cast(ctypes.pointer(_scalar(dt.char, alpha)), _PTR),
                B.ctypes.data_as(_PTR), ctypes.byref(i(ldb)),
                A.ctypes.data_as(_PTR), ctypes.byref(i(lda)),
                ctypes.cast(ctypes.pointer(_scalar(dt.char, 1.0)), _PTR),
                C.ctypes.data_as(_PTR), ctypes.byref(i(ldc)))
             return
-    prod = A @ (B.T if b_transposed else B)
+    opa = A.conj().T if a_adjoint else A
+    opb = ((B.conj().T if b_conj else B.T) if b_transposed else B)
+    prod = opa @ opb
     if alpha == -1.0:
         C -= prod
     else:
         C += alpha * prod
 
 
-def syrk_update(C: np.ndarray, A: np.ndarray) -> None:
-    """``C -= A @ A^H`` on the lower triangle of square ``C`` only, in place, rank-local.
+def syrk_update(C: np.ndarray, A: np.ndarray, *, upper: bool = False,
+                adjoint: bool = False) -> None:
+    """``C -= A @ A^H`` (``A^H @ A`` with ``adjoint``) on one triangle of square ``C``.
 
-    BLAS ``syrk`` (``herk`` for complex) on a row-major strided block: the strict upper
-    triangle of ``C`` is not touched.  ``A`` is ``m x k``.
+    In place and rank-local, through BLAS ``syrk`` (``herk`` for complex, which also zeroes
+    the imaginary part of the diagonal); the other strict triangle of ``C`` is not touched.
+    ``A`` is ``m x k`` (``k x m`` with ``adjoint``); ``upper`` picks the triangle.
     """
-    m, k = A.shape
+    m, k = (A.shape[1], A.shape[0]) if adjoint else A.shape
     if m == 0 or k == 0:
         return
     dt = C.dtype
@@ -127,18 +135,20 @@ def syrk_update(C: np.ndarray, A: np.ndarray) -> None:
     ldc, lda = _ld(C, isz), _ld(A, isz)
     if fn is not None and A.dtype == dt and ldc is not None and lda is not None:
         # Row-major C and A are column-major C^T and B = A^T: the lower triangle of C is the
-        # upper one of C^T, and (A A^H)^T = B^H B.  herk takes real alpha and beta.
+        # upper one of C^T, (A A^H)^T = B^H B and (A^H A)^T = B B^H.  herk: real scalars.
         i = ctypes.c_int
         real = ctypes.c_float if dt.char in "fF" else ctypes.c_double
         alpha = real(-1.0) if cplx else _scalar(dt.char, -1.0)
         beta = real(1.0) if cplx else _scalar(dt.char, 1.0)
-        fn(b"U", b"C" if cplx else b"T", ctypes.byref(i(m)), ctypes.byref(i(k)),
+        trans = b"N" if adjoint else (b"C" if cplx else b"T")
+        fn(b"L" if upper else b"U", trans, ctypes.byref(i(m)), ctypes.byref(i(k)),
            ctypes.cast(ctypes.pointer(alpha), _PTR), A.ctypes.data_as(_PTR),
            ctypes.byref(i(lda)), ctypes.cast(ctypes.pointer(beta), _PTR),
            C.ctypes.data_as(_PTR), ctypes.byref(i(ldc)))
         return
-    low = np.tril_indices(m)
-    C[low] -= (A @ A.conj().T)[low]
+    tri = np.triu_indices(m) if upper else np.tril_indices(m)
+    prod = A.conj().T @ A if adjoint else A @ A.conj().T
+    C[tri] -= prod[tri]
 
 
 def trsm_inplace(B: np.ndarray, T: np.ndarray, *, left: bool, lower: bool, trans: str = "N",

@@ -77,13 +77,13 @@ def factor(a: DistMatrix, w: int, dtype: np.dtype, lower: bool = True) -> np.nda
         for q, (r, c) in enumerate(even):
             D[0][q * w:q * w + c] = A[r:r + c]
         del A
-        if not lower:
-            _mirror(D[0], w, to_lower=True)
-            _mirror(D[1], w, to_lower=True)
-        _rank0(comm, D, n, w)
-        if not lower:
+        if lower:   # rank 0 works on upper triangles
             _mirror(D[0], w, to_lower=False)
             _mirror(D[1], w, to_lower=False)
+        _rank0(comm, D, n, w)
+        if lower:
+            _mirror(D[0], w, to_lower=True)
+            _mirror(D[1], w, to_lower=True)
         for q in range(len(even) - 1, 0, -1):   # A00's row blocks down to their places
             r, c = even[q]
             out[r:r + c] = out[q * w:q * w + c]
@@ -147,32 +147,35 @@ def _raise(j: int, w: int, info: int) -> None:
 
 
 def _rank0(comm, D: list[np.ndarray], n: int, w: int) -> None:
-    """Rank 0: the two symmetric pieces ``D[0] = A00`` and ``D[1] = A11``, in place."""
+    """Rank 0: the two symmetric pieces ``D[0] = A00`` and ``D[1] = A11``, in place.
+
+    They are held as upper triangles and factored into ``U = L^H``: the panel rows are then
+    row blocks, whose triangular solve runs at the faster BLAS rate.
+    """
     nblk = -(-n // w)
     dt = D[0].dtype
-    conj = dt.kind == "c"
     potrf = lapack.get_lapack_funcs("potrf", dtype=dt)
     sends: list = []
 
     def fac(j: int) -> None:
-        """Factor diagonal block ``j``, send it, solve the class rows below, send them."""
+        """Factor diagonal block ``j``, send it, solve the class row block, send it."""
         c, q = j % 2, j // 2
         r = q * w
         z = min(w, n - j * w)
         Dc = D[c]
         d = Dc[r:r + z, r:r + z]
-        l11, info = potrf(d, lower=1, clean=1)
+        u11, info = potrf(d, lower=0, clean=1)
         head = np.array([info], dtype=np.int64)
         reqs = [_c.isend(comm, head, 1, _TAG + 10)]
         if info == 0:
-            d[...] = l11
+            d[...] = u11
             reqs.append(_c.isend(comm, np.ascontiguousarray(d), 1, _TAG + 11))
         else:
             _c.waitall(reqs)
             _raise(j, w, int(info))
-        below = Dc[r + z:, r:r + z]
-        trsm_inplace(below, d, left=False, lower=True, trans="C" if conj else "T")
-        reqs.append(_c.isend(comm, np.ascontiguousarray(below), 1, _TAG + 12))
+        right = Dc[r:r + z, r + z:]   # U12 = U11^{-H} A12
+        trsm_inplace(right, d, left=True, lower=False, trans="C")
+        reqs.append(_c.isend(comm, np.ascontiguousarray(right), 1, _TAG + 12))
         sends.extend(reqs)
 
     try:
@@ -183,20 +186,27 @@ def _rank0(comm, D: list[np.ndarray], n: int, w: int) -> None:
             z = min(w, n - j * w)
             Dc, Do = D[c], D[1 - c]
             # the class-c trailing piece, while rank 1 solves its panel rows
-            ps = Dc[r + z:, r:r + z]
-            syrk_update(Dc[r + z:, r + z:], ps)
-            # the other class's rows of panel j, solved on rank 1 (L values, contiguous)
+            syrk_update(Dc[r + z:, r + z:], Dc[r:r + z, r + z:], upper=True, adjoint=True)
+            # the other class's part of panel j, solved on rank 1: L (c = 0) or L^H (c = 1)
             s0 = r if c == 0 else r + w          # first trailing row of the other class
-            po = np.empty((Do.shape[0] - s0, z), dtype=dt)
+            m = Do.shape[0] - s0
+            po = np.empty((m, z) if c == 0 else (z, m), dtype=dt)
             _c.waitall([_c.irecv(comm, po, 1, _TAG + 13)])
-            if j + 1 < nblk:   # look-ahead: the next diagonal block's column first
-                z1 = min(w, n - (j + 1) * w)
-                lead = Do[s0:, s0:s0 + z1]
-                syrk_update(lead[:z1], po[:z1])
-                gemm_update(lead[z1:], po[z1:], po[:z1].conj() if conj else po[:z1],
-                            b_transposed=True)
+            z1 = min(w, n - (j + 1) * w) if j + 1 < nblk else 0
+            lead = Do[s0:s0 + z1, s0:]   # look-ahead: the next diagonal block's row first
+            if c == 0:
+                syrk_update(lead[:, :z1], po[:z1], upper=True)
+                gemm_update(lead[:, z1:], po[:z1], po[z1:], b_transposed=True, b_conj=True)
+            else:
+                syrk_update(lead[:, :z1], po[:, :z1], upper=True, adjoint=True)
+                gemm_update(lead[:, z1:], po[:, :z1], po[:, z1:], a_adjoint=True)
+            if z1:
                 fac(j + 1)
-                syrk_update(Do[s0 + z1:, s0 + z1:], po[z1:])
+            rest = Do[s0 + z1:, s0 + z1:]
+            if c == 0:
+                syrk_update(rest, po[z1:], upper=True)
+            else:
+                syrk_update(rest, po[:, z1:], upper=True, adjoint=True)
             sends[:] = [s for s in sends if not s.test()]
     finally:   # complete before the buffers go, also when a block fails
         _c.waitall(sends)
@@ -205,14 +215,14 @@ def _rank0(comm, D: list[np.ndarray], n: int, w: int) -> None:
 def _rank1(comm, X: np.ndarray, n: int, w: int, out: np.ndarray, lower: bool) -> None:
     """Rank 1: the square ``X = A[1, 0]`` (upper block triangle: ``A[0, 1]^H``), in place.
 
-    The factor's entries in the rows of even blocks of the result ``out`` are final once
-    their column is solved and go straight there: ``L[even, odd]`` from the solved row blocks
-    of ``X`` (``lower``), ``U[even, odd] = L[odd, even]^H`` from its solved column blocks.
+    Rank 0 sends ``U11`` and its solved row block ``U12 = L21^H``.  The factor's entries in
+    the rows of even blocks of the result ``out`` are final once their column is solved and
+    go straight there: ``L[even, odd]`` from the solved row blocks of ``X`` (``lower``),
+    ``U[even, odd] = L[odd, even]^H`` from its solved column blocks.
     """
     even = _blocks(n, w, 0)
     nblk = -(-n // w)
     dt = X.dtype
-    conj = dt.kind == "c"
     n1, n0 = X.shape
     sends: list = []
     for j in range(nblk):
@@ -220,35 +230,32 @@ def _rank1(comm, X: np.ndarray, n: int, w: int, out: np.ndarray, lower: bool) ->
         r = q * w
         z = min(w, n - j * w)
         head = np.zeros(1, dtype=np.int64)
-        l11 = np.empty((z, z), dtype=dt)
+        u11 = np.empty((z, z), dtype=dt)
         nps = (n0 if c == 0 else n1) - r - z
-        ps = np.empty((nps, z), dtype=dt)
-        reqs = [_c.irecv(comm, head, 0, _TAG + 10)]
-        _c.waitall(reqs)
+        ps = np.empty((z, nps), dtype=dt)
+        _c.waitall([_c.irecv(comm, head, 0, _TAG + 10)])
         if head[0] != 0:
             _raise(j, w, int(head[0]))
-        reqs = [_c.irecv(comm, l11, 0, _TAG + 11), _c.irecv(comm, ps, 0, _TAG + 12)]
+        reqs = [_c.irecv(comm, u11, 0, _TAG + 11), _c.irecv(comm, ps, 0, _TAG + 12)]
         reqs[0].wait()
-        if c == 0:   # odd rows >= block j: a column block of X
+        if c == 0:   # odd rows >= block j: a column block of X, L21 = A21 U11^{-1}
             col = X[r:, r:r + z]
-            trsm_inplace(col, l11, left=False, lower=True, trans="C" if conj else "T")
+            trsm_inplace(col, u11, left=False, lower=False, trans="N")
             sends.append(_c.isend(comm, np.ascontiguousarray(col), 0, _TAG + 13))
             if not lower:   # U[2q, 2a + 1] = L[2a + 1, 2q]^H for odd blocks a >= q
                 g = even[q][0]
                 out[g:g + z, r:] = col.conj().T
             reqs[1].wait()
-            if nps:
-                gemm_update(X[r:, r + w:], col, ps.conj() if conj else ps, b_transposed=True)
-        else:        # even rows after block j: a row block of X holding L^H
+            gemm_update(X[r:, r + w:], col, ps)                # - L_odd L_even^H
+        else:        # even rows after block j: a row block of X, L21^H = U11^{-H} A21^H
             row = X[r:r + z, r + w:]
-            trsm_inplace(row, l11, left=True, lower=True, trans="N")
-            lv = np.ascontiguousarray(row.conj().T)   # L21: even rows after block j
-            sends.append(_c.isend(comm, lv, 0, _TAG + 13))
+            trsm_inplace(row, u11, left=True, lower=False, trans="C")
+            sends.append(_c.isend(comm, np.ascontiguousarray(row), 0, _TAG + 13))
             for b in range(q + 1, len(even) if lower else 0):
                 g, cnt = even[b]
-                out[g:g + cnt, r:r + z] = lv[(b - q - 1) * w:(b - q - 1) * w + cnt]
+                o = (b - q - 1) * w
+                out[g:g + cnt, r:r + z] = row[:, o:o + cnt].conj().T
             reqs[1].wait()
-            if nps:
-                gemm_update(X[r + w:, r + w:], ps, row)
+            gemm_update(X[r + w:, r + w:], ps, row, a_adjoint=True)   # - L_odd L_even^H
         sends = [s for s in sends if not s.test()]
     _c.waitall(sends)

@@ -1,9 +1,10 @@
-"""The rank-local in-place GEMM kernel of the dense solvers (no MPI)."""
+"""The rank-local in-place BLAS kernels of the dense solvers (no MPI)."""
 
 import numpy as np
 import pytest
 
-from distmat.linalg._kernels import gemm_update
+from distmat.linalg import _kernels
+from distmat.linalg._kernels import gemm_update, syrk_update
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64, np.complex64, np.complex128])
@@ -61,3 +62,58 @@ def test_trsm_inplace_all_forms(dt):
                         op = {"N": tt, "T": tt.T, "C": tt.conj().T}[tr]
                         res = op @ b - b0 if left else b @ op - b0
                         assert np.abs(res).max() < tol, (left, lower, tr, unit, step)
+
+
+def _rand(rng, shape, dt):
+    x = rng.standard_normal(shape)
+    if np.dtype(dt).kind == "c":
+        x = x + 1j * rng.standard_normal(shape)
+    return x.astype(dt)
+
+
+@pytest.fixture(params=["blas", "numpy"])
+def kernels(request, monkeypatch):
+    """Both the BLAS path and the numpy fallback (no BLAS pointers)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(_kernels, "_load", lambda *a, **k: None)
+    return request.param
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64, np.complex64, np.complex128])
+def test_gemm_update_adjoint_operands(dt, kernels):
+    rng = np.random.default_rng(1)
+    tol = 1e-4 if dt in (np.float32, np.complex64) else 1e-12
+    big = _rand(rng, (40, 50), dt)
+    for bt in (False, True):
+        for bc in (False, True):
+            for aa in (False, True):
+                a = _rand(rng, (7, 20) if aa else (20, 7), dt)
+                b = _rand(rng, (30, 7) if bt else (7, 30), dt)
+                opa = a.conj().T if aa else a
+                opb = (b.conj().T if bc else b.T) if bt else b
+                got = big.copy()
+                gemm_update(got[2:22, 3:33], a, b, b_transposed=bt, b_conj=bc, a_adjoint=aa)
+                want = big.copy()
+                want[2:22, 3:33] -= opa @ opb
+                assert np.allclose(got, want, rtol=tol, atol=tol), (bt, bc, aa)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64, np.complex64, np.complex128])
+def test_syrk_update_one_triangle(dt, kernels):
+    rng = np.random.default_rng(2)
+    tol = 1e-4 if dt in (np.float32, np.complex64) else 1e-12
+    big = _rand(rng, (30, 30), dt)
+    d = big[5:25, 4:24]
+    np.fill_diagonal(d, d.diagonal().real)   # herk keeps the diagonal real
+    for upper in (False, True):
+        for adjoint in (False, True):
+            a = _rand(rng, (6, 20) if adjoint else (20, 6), dt)
+            prod = a.conj().T @ a if adjoint else a @ a.conj().T
+            got = big.copy()
+            syrk_update(got[5:25, 4:24], a, upper=upper, adjoint=adjoint)
+            tri = np.triu(np.ones((20, 20), bool)) if upper else np.tril(np.ones((20, 20), bool))
+            block, ref = got[5:25, 4:24], big[5:25, 4:24]
+            assert np.allclose(block[tri], (ref - prod)[tri], rtol=tol, atol=tol)
+            assert np.array_equal(block[~tri], ref[~tri])          # the other triangle kept
+            got[5:25, 4:24] = ref
+            assert np.array_equal(got, big)                        # nothing outside the block
