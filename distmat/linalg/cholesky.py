@@ -102,7 +102,11 @@ def cho_factor(a: DistMatrix, lower: bool = False, *, check_finite: bool = True,
         if check_finite:
             _checks.check_finite((a, "a"))
         dtype = _checks.common_dtype(a)
-        if _fold.applies(a, panel or a.block[1]):
+        if a.grid.size == 1:   # LAPACK in place, either triangle
+            local = np.array(a.local, dtype=dtype, order="C")
+            _potrf_one_rank(local, lower=bool(lower))
+            c = DistMatrix._wrap(local, a.shape, a.block, a.grid)
+        elif _fold.applies(a, panel or a.block[1]):
             local = _fold.factor(a, a.block[1], dtype, lower=bool(lower))
             c = DistMatrix._wrap(local, a.shape, a.block, a.grid)
         elif lower:
@@ -189,16 +193,18 @@ def potrf(a: DistMatrix, panel: int | None = None) -> None:
     zero_upper(A, rows, cols)
 
 
-def _potrf_one_rank(A: np.ndarray) -> None:
+def _potrf_one_rank(A: np.ndarray, lower: bool = True) -> None:
     """LAPACK ``potrf`` in place on the whole (C-ordered) matrix held by one rank.
 
-    The C-ordered array is the Fortran-ordered transpose, whose upper triangle is the lower
-    triangle read here; its upper factor ``U`` (``A^T = U^H U``) is stored as ``U^T = L``.
+    The C-ordered array is the Fortran-ordered transpose ``A^T``, whose upper (lower)
+    triangle is the lower (upper) triangle of ``A``.  Factoring ``A^T = U'^H U'`` stores
+    ``U'^T = L`` (``lower``); factoring ``A^T = L' L'^H`` stores ``L'^T = U`` with
+    ``A = U^H U``.  Either way the other triangle is zeroed.
     """
     if A.size == 0:
         return
     potrf_ = lapack.get_lapack_funcs("potrf", dtype=A.dtype)
-    c, info = potrf_(A.T, lower=0, clean=1, overwrite_a=1)
+    c, info = potrf_(A.T, lower=0 if lower else 1, clean=1, overwrite_a=1)
     if info == 0 and not np.shares_memory(c, A):   # LAPACK worked on a copy
         A[...] = c.T
     if info > 0:
