@@ -97,7 +97,9 @@ def factor(a: DistMatrix, w: int, dtype: np.dtype, lower: bool = True) -> np.nda
         return out
     X = np.empty((n1, n0), dtype=dtype)
     _c.sendrecv_rows(comm, A, odd, 0, X, None, 0, _TAG)
-    out = np.empty((n, n1), dtype=dtype)
+    # zero pages come free from the system: the other triangle of the even rows is never
+    # written, everything else is
+    out = np.zeros((n, n1), dtype=dtype)
     for b, (r, c) in enumerate(even):
         if lower and b:    # X[a, b] for a < b is A[2b, 2a + 1]^H (lower triangle of A)
             X[:b * w, b * w:b * w + c] = A[r:r + c, :b * w].conj().T
@@ -105,11 +107,6 @@ def factor(a: DistMatrix, w: int, dtype: np.dtype, lower: bool = True) -> np.nda
             X[b * w:, b * w:b * w + c] = A[r:r + c, b * w:].conj().T
     del A
     _rank1(comm, X, n, w, out, lower)
-    for b, (r, c) in enumerate(even):   # the other triangle (while rank 0 moves its rows)
-        if lower:
-            out[r:r + c, b * w:] = 0
-        else:
-            out[r:r + c, :b * w] = 0
     _c.sendrecv_rows(comm, X, None, 0, out, odd, 0, _TAG + 1)
     _zero_other(out, n, w, 1, lower)
     return out
