@@ -72,7 +72,10 @@ def cholesky(a: DistMatrix, lower: bool = False, *, check_finite: bool = True,
         Raise ValueError if ``a`` holds NaN or Inf (one all-reduce) **(global)**.
     panel : int, optional
         Columns factored per step **(global)**; default 128.  On one rank LAPACK's
-        ``potrf`` factors the local matrix in place and chooses its own blocking.
+        ``potrf`` factors the local matrix in place and chooses its own blocking.  On a
+        ``1 x 2`` grid with a column block of at least 32 and ``n`` above it, the default
+        (or ``panel`` equal to the block) takes the two-rank folded layout of
+        :mod:`distmat.linalg.cholesky_fold`; another ``panel`` takes the general path.
 
     Returns
     -------

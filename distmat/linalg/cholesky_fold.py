@@ -1,22 +1,27 @@
 """Cholesky on two ranks in a folded layout (layer 3; used by :mod:`.cholesky`).
 
 On a ``1 x 2`` grid with column block ``w`` the block columns alternate between the ranks:
-even blocks (class 0) on rank 0, odd blocks (class 1) on rank 1.  Grouping the lower triangle
-by the classes of its rows and columns gives three pieces of the same size:
+even blocks (class 0, ``n0`` rows and columns) on rank 0, odd blocks (class 1, ``n1 <= n0``)
+on rank 1.  Grouping the lower triangle by the classes of its rows and columns gives three
+pieces of about the same size:
 
-* ``A00 = A[0, 0]`` and ``A11 = A[1, 1]``: symmetric, only their lower triangles matter;
-* ``X = A[1, 0]`` (odd rows, even columns): a full square.  Its lower block triangle holds
-  lower-triangle entries of ``A``; its strict upper block triangle is ``A[0, 1]^H``, which by
-  symmetry stands for the lower-triangle entries with even rows and odd columns.
+* ``A00 = A[0, 0]`` and ``A11 = A[1, 1]``: Hermitian, one triangle of each matters;
+* ``X = A[1, 0]`` (odd rows, even columns), ``n1 x n0``, all of it.  One block triangle of
+  ``X`` holds entries of ``A``'s stored triangle; the other holds ``A[0, 1]^H``, which by
+  symmetry stands for the stored entries with even rows and odd columns (for ``lower``, the
+  lower block triangle is read from rank 0's rows and the strict upper one from rank 1's
+  rows, transposed; the other way round for the upper triangle).
 
-Rank 0 keeps ``A00`` and ``A11`` and updates them with SYRK (HERK); rank 1 keeps ``X`` and
-updates it with one GEMM per step.  Those are the shapes BLAS runs fastest (a ``1 x 2``
-right-looking update is a staircase of narrow GEMMs instead), and both ranks do the same
-flops per step.  Step ``j`` factors block column ``j`` of class ``c``: rank 0 factors the
-diagonal block and sends it; rank 0 solves the panel rows of class ``c``, rank 1 those of the
-other class (held in ``X``: a column block when ``c = 0``, a row block of ``L^H`` when
-``c = 1``); they swap the solved rows and update.  Rank 0 updates the class-``c`` piece while
-rank 1 solves its rows, then factors the next diagonal block before the rest of its update.
+Rank 0 keeps ``A00`` and ``A11`` (as upper triangles, factored into ``U = L^H``) and updates
+them with SYRK (HERK); rank 1 keeps ``X`` and updates it with GEMM.  Those are the shapes BLAS
+runs fastest (a ``1 x 2`` right-looking update is a staircase of narrow GEMMs instead), and
+both ranks do the same flops.  Step ``j`` factors block column ``j`` of class ``c``: rank 0
+factors the diagonal block and sends it; rank 0 solves the panel rows of class ``c`` (a row
+block of its piece), rank 1 those of the other class (in ``X``: a column block when
+``c = 0``, a row block of ``L^H`` when ``c = 1``); they swap the solved rows as rows of
+``L^H``.  Each rank stacks the rows of two consecutive panels and applies them in one call
+(inner dimension ``2 w``), after first updating what the next panel needs, and runs the rest
+while the other rank solves.
 
 Moving into and out of the fold costs one exchange of half of each rank's rows each way
 (datatype-driven, no packing) plus blockwise transposes on rank 1.
@@ -153,6 +158,13 @@ def _rank0(comm, D: list[np.ndarray], n: int, w: int) -> None:
     dt = D[0].dtype
     potrf = lapack.get_lapack_funcs("potrf", dtype=dt)
     sends: list = []
+    # Panel j's rows of one class reach the other class's piece twice: its own solved row
+    # block U12 and, one step later, rank 1's rows of panel j + 1.  Both are stacked (rows of
+    # the same length) and applied together, so every update has 2 w rows of inner dimension.
+    # Stack j is written by fac(j - 1) and by the receive of step j; three rotate.
+    width = max(D[0].shape[0], D[1].shape[0])
+    bufs = [np.empty(2 * w * width, dtype=dt) for _ in range(3)]
+    busy: list = [None, None, None]   # the send still reading each stack
 
     def fac(j: int) -> None:
         """Factor diagonal block ``j``, send it, solve the class row block, send it."""
@@ -172,87 +184,133 @@ def _rank0(comm, D: list[np.ndarray], n: int, w: int) -> None:
             _raise(j, w, int(info))
         right = Dc[r:r + z, r + z:]   # U12 = U11^{-H} A12
         trsm_inplace(right, d, left=True, lower=False, trans="C")
-        reqs.append(_c.isend(comm, np.ascontiguousarray(right), 1, _TAG + 12))
+        b = (j + 1) % 3
+        if busy[b] is not None:
+            busy[b].wait()
+        top = bufs[b][:right.size].reshape(right.shape)   # top of stack j + 1
+        top[...] = right
+        busy[b] = _c.isend(comm, top, 1, _TAG + 12)
         sends.extend(reqs)
 
+    pending = None
     try:
         fac(0)
         for j in range(nblk):
             c, q = j % 2, j // 2
             r = q * w
             z = min(w, n - j * w)
-            Dc, Do = D[c], D[1 - c]
-            # the class-c trailing piece, while rank 1 solves its panel rows
-            syrk_update(Dc[r + z:, r + z:], Dc[r:r + z, r + z:], upper=True, adjoint=True)
-            # the other class's part of panel j, solved on rank 1: L (c = 0) or L^H (c = 1)
+            Do = D[1 - c]
+            if pending is not None:   # the previous step's trailing update, while rank 1
+                syrk_update(*pending, upper=True, adjoint=True)   # solves its panel rows
+                pending = None
+            # the other class's trailing piece gets U12 of panel j - 1 (same class) and
+            # rank 1's rows of panel j, both as rows of L^H
             s0 = r if c == 0 else r + w          # first trailing row of the other class
             m = Do.shape[0] - s0
-            po = np.empty((m, z) if c == 0 else (z, m), dtype=dt)
-            _c.waitall([_c.irecv(comm, po, 1, _TAG + 13)])
+            zt = min(w, n - (j - 1) * w) if j else 0
+            S = bufs[j % 3][:(zt + z) * m].reshape(zt + z, m)
+            _c.waitall([_c.irecv(comm, S[zt:], 1, _TAG + 13)])
             z1 = min(w, n - (j + 1) * w) if j + 1 < nblk else 0
-            lead = Do[s0:s0 + z1, s0:]   # look-ahead: the next diagonal block's row first
-            if c == 0:
-                syrk_update(lead[:, :z1], po[:z1], upper=True)
-                gemm_update(lead[:, z1:], po[:z1], po[z1:], b_transposed=True, b_conj=True)
-            else:
-                syrk_update(lead[:, :z1], po[:, :z1], upper=True, adjoint=True)
-                gemm_update(lead[:, z1:], po[:, :z1], po[:, z1:], a_adjoint=True)
+            # look-ahead: the next diagonal block's row first
+            syrk_update(Do[s0:s0 + z1, s0:s0 + z1], S[:, :z1], upper=True, adjoint=True)
+            gemm_update(Do[s0:s0 + z1, s0 + z1:], S[:, :z1], S[:, z1:], a_adjoint=True)
             if z1:
                 fac(j + 1)
-            rest = Do[s0 + z1:, s0 + z1:]
-            if c == 0:
-                syrk_update(rest, po[z1:], upper=True)
-            else:
-                syrk_update(rest, po[:, z1:], upper=True, adjoint=True)
+            pending = (Do[s0 + z1:, s0 + z1:], S[:, z1:])
             sends[:] = [s for s in sends if not s.test()]
+        if pending is not None:
+            syrk_update(*pending, upper=True, adjoint=True)
     finally:   # complete before the buffers go, also when a block fails
-        _c.waitall(sends)
+        _c.waitall(sends + [b for b in busy if b is not None])
 
 
 def _rank1(comm, X: np.ndarray, n: int, w: int, out: np.ndarray, lower: bool) -> None:
     """Rank 1: the square ``X = A[1, 0]`` (upper block triangle: ``A[0, 1]^H``), in place.
 
-    Rank 0 sends ``U11`` and its solved row block ``U12 = L21^H``.  The factor's entries in
-    the rows of even blocks of the result ``out`` are final once their column is solved and
-    go straight there: ``L[even, odd]`` from the solved row blocks of ``X`` (``lower``),
-    ``U[even, odd] = L[odd, even]^H`` from its solved column blocks.
+    Rank 0 sends ``U11`` and its solved row block ``U12 = L21^H``.  The updates of panels
+    ``2q - 1`` and ``2q`` are applied together (inner dimension ``2 w``): stacked rows of
+    ``L_odd^H`` (``U12`` of panel ``2q - 1`` over the solved column block of ``2q``) and of
+    ``L_even^H`` (the solved row block of ``2q - 1`` over ``U12`` of ``2q``).  The row block
+    the next panel needs goes first; the rest runs in two halves while rank 0 factors.  The
+    factor's entries in the rows of even blocks of the result ``out`` are final once their
+    column is solved and go straight there: ``L[even, odd]`` from the solved row blocks of
+    ``X`` (``lower``), ``U[even, odd] = L[odd, even]^H`` from its solved column blocks.
     """
     even = _blocks(n, w, 0)
     nblk = -(-n // w)
     dt = X.dtype
     n1, n0 = X.shape
     sends: list = []
-    for j in range(nblk):
-        c, q = j % 2, j // 2
-        r = q * w
-        z = min(w, n - j * w)
+    abuf = [np.empty(2 * w * max(n1, 1), dtype=dt) for _ in range(3)]
+    bbuf = [np.empty(2 * w * max(n0, 1), dtype=dt) for _ in range(3)]
+    busy: list = [None, None, None]   # the send still reading each abuf
+    halves: list = []
+    row = None
+
+    def filler() -> None:
+        if halves:
+            gemm_update(*halves.pop(0), a_adjoint=True)
+
+    def recv_head(j: int, z: int) -> np.ndarray:
         head = np.zeros(1, dtype=np.int64)
-        u11 = np.empty((z, z), dtype=dt)
-        nps = (n0 if c == 0 else n1) - r - z
-        ps = np.empty((z, nps), dtype=dt)
         _c.waitall([_c.irecv(comm, head, 0, _TAG + 10)])
         if head[0] != 0:
             _raise(j, w, int(head[0]))
-        reqs = [_c.irecv(comm, u11, 0, _TAG + 11), _c.irecv(comm, ps, 0, _TAG + 12)]
-        reqs[0].wait()
-        if c == 0:   # odd rows >= block j: a column block of X, L21 = A21 U11^{-1}
-            col = X[r:, r:r + z]
-            trsm_inplace(col, u11, left=False, lower=False, trans="N")
-            sends.append(_c.isend(comm, np.ascontiguousarray(col), 0, _TAG + 13))
-            if not lower:   # U[2q, 2a + 1] = L[2a + 1, 2q]^H for odd blocks a >= q
-                g = even[q][0]
-                out[g:g + z, r:] = col.conj().T
-            reqs[1].wait()
-            gemm_update(X[r:, r + w:], col, ps)                # - L_odd L_even^H
-        else:        # even rows after block j: a row block of X, L21^H = U11^{-H} A21^H
-            row = X[r:r + z, r + w:]
-            trsm_inplace(row, u11, left=True, lower=False, trans="C")
-            sends.append(_c.isend(comm, np.ascontiguousarray(row), 0, _TAG + 13))
-            for b in range(q + 1, len(even) if lower else 0):
-                g, cnt = even[b]
-                o = (b - q - 1) * w
-                out[g:g + cnt, r:r + z] = row[:, o:o + cnt].conj().T
-            reqs[1].wait()
-            gemm_update(X[r + w:, r + w:], ps, row, a_adjoint=True)   # - L_odd L_even^H
-        sends = [s for s in sends if not s.test()]
-    _c.waitall(sends)
+        u11 = np.empty((z, z), dtype=dt)
+        _c.waitall([_c.irecv(comm, u11, 0, _TAG + 11)])
+        return u11
+
+    try:
+        for j in range(nblk):
+            c, q = j % 2, j // 2
+            r = q * w
+            z = min(w, n - j * w)
+            if c == 0:   # odd rows >= block j: a column block of X, L21 = A21 U11^{-1}
+                k = q % 3
+                zt = w if j else 0
+                ma, mb = n1 - r, n0 - r - z
+                if busy[k] is not None:
+                    busy[k].wait()
+                A = abuf[k][:(zt + z) * ma].reshape(zt + z, ma)     # top: U12 of panel j - 1
+                B = bbuf[k][:(zt + z) * mb].reshape(zt + z, mb)     # top: row block of j - 1
+                u11 = recv_head(j, z)
+                col = X[r:, r:r + z]
+                if zt:   # panel j - 1's update of this column block
+                    gemm_update(col, A[:zt], row[:, :z], a_adjoint=True)
+                trsm_inplace(col, u11, left=False, lower=False, trans="N")
+                A[zt:] = col.conj().T                                # rows of L^H
+                busy[k] = _c.isend(comm, A[zt:], 0, _TAG + 13)
+                if not lower:   # U[2q, 2a + 1] = L[2a + 1, 2q]^H for odd blocks a >= q
+                    g = even[q][0]
+                    out[g:g + z, r:] = A[zt:]
+                _c.waitall([_c.irecv(comm, B[zt:], 0, _TAG + 12)])
+                # X[r:, r + z:] -= A^H B: the next panel's row block first, the rest later
+                zq = min(w, ma)
+                gemm_update(X[r:r + zq, r + z:], A[:, :zq], B, a_adjoint=True)
+                mid = r + zq + (ma - zq) // 2
+                halves = [(X[r + zq:mid, r + z:], A[:, zq:mid - r], B),
+                          (X[mid:, r + z:], A[:, mid - r:], B)]
+            else:        # even rows after block j: a row block of X, L21^H = U11^{-H} A21^H
+                filler()
+                u11 = recv_head(j, z)
+                row = X[r:r + z, r + w:]
+                trsm_inplace(row, u11, left=True, lower=False, trans="C")
+                sends.append(_c.isend(comm, np.ascontiguousarray(row), 0, _TAG + 13))
+                for b in range(q + 1, len(even) if lower else 0):
+                    g, cnt = even[b]
+                    o = (b - q - 1) * w
+                    out[g:g + cnt, r:r + z] = row[:, o:o + cnt].conj().T
+                filler()
+                k1 = (q + 1) % 3   # tops of the next stacks
+                ma1 = n1 - r - z
+                mb1 = max(n0 - r - 2 * w, 0) if j + 1 < nblk else 0
+                if busy[k1] is not None:
+                    busy[k1].wait()
+                    busy[k1] = None
+                bbuf[k1][:z * mb1].reshape(z, mb1)[...] = row[:, w:w + mb1]
+                _c.waitall([_c.irecv(comm, abuf[k1][:z * ma1].reshape(z, ma1), 0, _TAG + 12)])
+            sends = [s for s in sends if not s.test()]
+        while halves:
+            filler()
+    finally:
+        _c.waitall(sends + [b for b in busy if b is not None])
