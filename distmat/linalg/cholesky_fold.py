@@ -275,14 +275,21 @@ def _rank1(comm, X: np.ndarray, n: int, w: int, out: np.ndarray, lower: bool) ->
                 B = bbuf[k][:(zt + z) * mb].reshape(zt + z, mb)     # top: row block of j - 1
                 u11 = recv_head(j, z)
                 col = X[r:, r:r + z]
-                if zt:   # panel j - 1's update of this column block
-                    gemm_update(col, A[:zt], row[:, :z], a_adjoint=True)
-                trsm_inplace(col, u11, left=False, lower=False, trans="N")
-                A[zt:] = col.conj().T                                # rows of L^H
-                busy[k] = _c.isend(comm, A[zt:], 0, _TAG + 13)
+                colh = A[zt:]                                        # rows of L^H
+                if lower:   # the solved column block stays in X (rank 0's result reads it)
+                    if zt:   # panel j - 1's update of this column block
+                        gemm_update(col, A[:zt], row[:, :z], a_adjoint=True)
+                    trsm_inplace(col, u11, left=False, lower=False, trans="N")
+                    colh[...] = col.conj().T
+                else:       # only L^H is needed: solve it as a row block (the faster form)
+                    colh[...] = col.conj().T
+                    if zt:
+                        gemm_update(colh, row[:, :z], A[:zt], a_adjoint=True)
+                    trsm_inplace(colh, u11, left=True, lower=False, trans="C")
+                busy[k] = _c.isend(comm, colh, 0, _TAG + 13)
                 if not lower:   # U[2q, 2a + 1] = L[2a + 1, 2q]^H for odd blocks a >= q
                     g = even[q][0]
-                    out[g:g + z, r:] = A[zt:]
+                    out[g:g + z, r:] = colh
                 _c.waitall([_c.irecv(comm, B[zt:], 0, _TAG + 12)])
                 # X[r:, r + z:] -= A^H B: the next panel's row block first, the rest later
                 zq = min(w, ma)
