@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["wait_quietly", "append_jsonl", "timed", "best", "mpi_share"]
+__all__ = ["wait_quietly", "append_jsonl", "finish", "timed", "best", "mpi_share"]
 
 
 def timed(comm: MPI.Comm, fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -64,3 +64,17 @@ def append_jsonl(path: str, rows: Iterable[dict]) -> int:
     with open(path, "a") as f:
         f.write(text)
     return len(rows)
+
+
+def finish(say: Callable[[str], None], out: str | None, rows: list[dict], allok: bool,
+           rank0: bool, *, grids: Iterable[Any] = (), limiter: Any = None) -> int:
+    """The end of a benchmark run: write the rows (rank 0), print the verdict, restore the
+    BLAS thread limit, free the grids; returns the exit code (0 when every row PASSED)."""
+    if rank0 and out:
+        say(f"# wrote {append_jsonl(out, rows)} rows to {out}")
+    say(f"# {'all PASSED' if allok else 'some FAILED'}")
+    if limiter is not None:
+        limiter.restore_original_limits()
+    for g in grids:
+        g.free()
+    return 0 if allok else 1

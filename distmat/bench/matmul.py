@@ -41,7 +41,7 @@ from threadpoolctl import threadpool_limits
 
 import distmat as dm
 from distmat import threads
-from distmat.bench.common import append_jsonl, wait_quietly
+from distmat.bench.common import finish, wait_quietly
 from distmat.freivalds import Freivalds
 from distmat.summa_kernels import comm_codec
 from distmat.summa_plan import DEFAULT_PANEL, model_bytes
@@ -204,11 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['model_bytes_per_rank']:>12.4g} {r['ledger_over_model']:>7.3f} "
                     f"{100 * r['mpi_share']:>5.1f} {r['check']:>8.2g} "
                     f"{'PASSED' if r['passed'] else 'FAILED':>7}")
-    if rank0 and args.out:
-        say(f"# wrote {append_jsonl(args.out, rows)} rows to {args.out}")
-    say(f"# {'all PASSED' if allok else 'some FAILED'}")
-    grid.free()
-    return 0 if allok else 1
+    return finish(say, args.out, rows, allok, rank0, grids=[grid])
 
 
 if __name__ == "__main__":

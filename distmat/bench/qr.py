@@ -40,8 +40,8 @@ from mpi4py import MPI
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import distmat as dm
-from distmat.bench.common import append_jsonl, wait_quietly
 from distmat.bench.common import best as _best
+from distmat.bench.common import finish, wait_quietly
 from distmat.bench.common import mpi_share as _profiled
 from distmat.linalg.qr import replicated_to_dist
 from distmat.linalg.tsqr import tsqr
@@ -183,13 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         fac, orth = _ratios(S, Q, R)
         emit("householder", grid, N, N, t, 8.0 * N ** 3 / 3.0, ref, mpi, fac, orth, times)
 
-    if rank0 and args.out:
-        say(f"# wrote {append_jsonl(args.out, rows)} rows to {args.out}")
-    say(f"# {'all PASSED' if allok else 'some FAILED'}")
-    limiter.restore_original_limits()
-    grid.free()
-    rows_grid.free()
-    return 0 if allok else 1
+    return finish(say, args.out, rows, allok, rank0, grids=[grid, rows_grid],
+                  limiter=limiter)
 
 
 if __name__ == "__main__":

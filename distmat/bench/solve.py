@@ -35,7 +35,7 @@ from mpi4py import MPI
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import distmat as dm
-from distmat.bench.common import append_jsonl, wait_quietly
+from distmat.bench.common import finish, wait_quietly
 from distmat.bench.common import timed as _timed
 from distmat.linalg.refine import residual
 
@@ -209,12 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['solve_s']:>9.4f} {r['gflops']:>8.2f} {ref:>7.2f} {ratio:>6.3f} "
                 f"{100 * r['mpi_share']:>5.1f} {r['resid']:>8.2g} "
                 f"{r.get('iterations', '-')!s:>5} {'PASSED' if r['passed'] else 'FAILED':>7}")
-    if rank0 and args.out:
-        say(f"# wrote {append_jsonl(args.out, rows)} rows to {args.out}")
-    say(f"# {'all PASSED' if allok else 'some FAILED'}")
-    limiter.restore_original_limits()
-    grid.free()
-    return 0 if allok else 1
+    return finish(say, args.out, rows, allok, rank0, grids=[grid], limiter=limiter)
 
 
 if __name__ == "__main__":

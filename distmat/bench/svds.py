@@ -44,8 +44,8 @@ from threadpoolctl import threadpool_limits
 
 import distmat as dm
 from distmat import rng as _rng
-from distmat.bench.common import append_jsonl, wait_quietly
 from distmat.bench.common import best as _best
+from distmat.bench.common import finish, wait_quietly
 from distmat.bench.common import mpi_share as _mpi_share
 
 
@@ -333,12 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['numpy_s']:>9.4f} {r['speedup']:>7.3f} {100 * r['mpi_share']:>5.1f} {e2} {ef} "
             f"{sr} {'PASSED' if r['passed'] else 'FAILED':>7}")
     say("# nmf row: errF/opt column holds the final relative error ||A - W H||_F / ||A||_F")
-    if rank0 and args.out:
-        say(f"# wrote {append_jsonl(args.out, rows)} rows to {args.out}")
-    say(f"# {'all PASSED' if allok else 'some FAILED'}")
-    limiter.restore_original_limits()
-    grid.free()
-    return 0 if allok else 1
+    return finish(say, args.out, rows, allok, rank0, grids=[grid], limiter=limiter)
 
 
 if __name__ == "__main__":
