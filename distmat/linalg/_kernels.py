@@ -13,7 +13,7 @@ import ctypes
 
 import numpy as np
 
-__all__ = ["gemm_update", "syrk_update", "trsm_inplace"]
+__all__ = ["copy_rows", "gemm_update", "syrk_update", "trsm_inplace"]
 
 _PTR = ctypes.c_void_p
 _INT = ctypes.POINTER(ctypes.c_int)
@@ -68,11 +68,13 @@ def _ld(x: np.ndarray, isz: int) -> int | None:
 
 
 def gemm_update(C: np.ndarray, A: np.ndarray, B: np.ndarray, *, b_transposed: bool = False,
-                alpha: float = -1.0, b_conj: bool = False, a_adjoint: bool = False) -> None:
+                alpha: float = -1.0, b_conj: bool = False, a_adjoint: bool = False,
+                a_transposed: bool = False) -> None:
     """``C += alpha * op(A) @ op(B)`` in place, rank-local.
 
     ``op(B)`` is ``B``, ``B.T`` (``b_transposed``) or ``B^H`` (``b_transposed`` and
-    ``b_conj``); ``op(A)`` is ``A`` or ``A^H`` (``a_adjoint``: ``A`` given as ``k x m``).
+    ``b_conj``); ``op(A)`` is ``A``, ``A^H`` (``a_adjoint``) or ``A.T`` (``a_transposed``),
+    ``A`` then given as ``k x m`` (the row-major view of a column-major ``m x k`` array).
 
     Parameters
     ----------
@@ -86,7 +88,8 @@ def gemm_update(C: np.ndarray, A: np.ndarray, B: np.ndarray, *, b_transposed: bo
         The scale of the product (default -1: a Schur-complement update).
     """
     m, n = C.shape
-    k = A.shape[0] if a_adjoint else A.shape[1]
+    a_op = a_adjoint or a_transposed
+    k = A.shape[0] if a_op else A.shape[1]
     if m == 0 or n == 0 or k == 0:
         return
     dt = C.dtype
@@ -99,7 +102,7 @@ def gemm_update(C: np.ndarray, A: np.ndarray, B: np.ndarray, *, b_transposed: bo
             # Row-major C (m x n) is column-major C^T (n x m): C^T += alpha * op(B)^T op(A)^T,
             # and a row-major operand is the column-major transpose of itself.
             tb = (b"C" if b_conj and cplx else b"T") if b_transposed else b"N"
-            ta = (b"C" if cplx else b"T") if a_adjoint else b"N"
+            ta = (b"C" if cplx and a_adjoint else b"T") if a_op else b"N"
             i = ctypes.c_int
             fn(tb, ta, ctypes.byref(i(n)), ctypes.byref(i(m)), ctypes.byref(i(k)),
                ctypes.cast(ctypes.pointer(_scalar(dt.char, alpha)), _PTR),
@@ -108,7 +111,7 @@ def gemm_update(C: np.ndarray, A: np.ndarray, B: np.ndarray, *, b_transposed: bo
                ctypes.cast(ctypes.pointer(_scalar(dt.char, 1.0)), _PTR),
                C.ctypes.data_as(_PTR), ctypes.byref(i(ldc)))
             return
-    opa = A.conj().T if a_adjoint else A
+    opa = A.conj().T if a_adjoint else (A.T if a_transposed else A)
     opb = ((B.conj().T if b_conj else B.T) if b_transposed else B)
     prod = opa @ opb
     if alpha == -1.0:
@@ -188,3 +191,17 @@ def trsm_inplace(B: np.ndarray, T: np.ndarray, *, left: bool, lower: bool, trans
         x = sla.solve_triangular(tmat, rhs, lower=lower, trans=tt,
                                  unit_diagonal=unit_diagonal, check_finite=False)
         B[...] = x.T.conj() if trans == "C" else x.T
+
+
+#: Rows per chunk of :func:`copy_rows`.
+COPY_ROWS = 256
+
+
+def copy_rows(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[...] = src`` in chunks of :data:`COPY_ROWS` rows, rank-local.
+
+    Between a row-major and a column-major array numpy walks the whole of one operand with a
+    large stride; a chunk of rows stays in cache, which makes the copy about twice as fast.
+    """
+    for r in range(0, src.shape[0], COPY_ROWS):
+        dst[r:r + COPY_ROWS] = src[r:r + COPY_ROWS]

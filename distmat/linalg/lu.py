@@ -31,6 +31,7 @@ from . import _checks
 from . import triangular as _tri
 from ._kernels import gemm_update, trsm_inplace
 from ._panels import Index, default_panel, exchange_rows, panel_to_root
+from .lu_row import getrf_row, lookahead_panel
 from .triangular import local_part, replicate, trsm, trsm_replicated
 
 __all__ = ["LUFactor", "lu_factor", "lu_solve"]
@@ -131,7 +132,7 @@ def getrf(a: DistMatrix, panel: int | None = None) -> tuple[np.ndarray, np.ndarr
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     w_ahead = lookahead_panel(a, panel)
     if w_ahead:
-        return _getrf_row_lookahead(a, idx, w_ahead)
+        return getrf_row(a, idx, w_ahead)
     A = a.local
     w = panel or default_panel(n)
     perm = np.arange(n, dtype=np.int64)
@@ -278,125 +279,3 @@ def _permute(idx: Index, x: DistMatrix, perm: np.ndarray) -> None:
     """Row ``i`` of ``x`` becomes its old row ``perm[i]`` (collective over process columns)."""
     moved = np.nonzero(perm != np.arange(perm.size))[0]
     exchange_rows(idx, x.local, moved, perm[moved])
-
-
-#: Smallest storage block for which a one-row grid factors block by block with look-ahead.
-LOOKAHEAD_MIN_BLOCK = 32
-
-
-#: Local columns per trailing-update GEMM in the look-ahead loops: wide enough to run near
-#: the GEMM peak, narrow enough to test the next panel's broadcast a few times per step.
-POLL_COLS = 768
-
-
-def lookahead_panel(a: DistMatrix, panel: int | None) -> int | None:
-    """Panel width of the look-ahead scheme for ``a``, or None when it does not apply.
-
-    It applies on one rank, and on a ``1 x P`` grid when every panel lies inside one block
-    column, so the rank owning it holds the whole panel: the default panel is then the
-    storage block (if at least :data:`LOOKAHEAD_MIN_BLOCK`), and a given ``panel`` must divide
-    the block.
-    """
-    pr, pc = a.grid.shape
-    nb = a.block[1]
-    if pr != 1:
-        return None
-    if pc == 1:  # one rank holds everything: any panel width
-        return panel or default_panel(a.shape[1])
-    if panel is None:
-        return nb if nb >= LOOKAHEAD_MIN_BLOCK else None
-    return panel if nb % panel == 0 else None
-
-
-def _getrf_row_lookahead(a: DistMatrix, idx: Index, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """LU on a ``1 x P`` grid with look-ahead (internal; see :func:`lookahead_panel`).
-
-    Every rank holds whole columns.  The owner of panel ``s + 1`` first updates just those
-    columns with panel ``s``, factors them with ``getrf`` and starts their broadcast, and only
-    then updates the rest of its trailing matrix; the other ranks update theirs meanwhile, so
-    no rank waits for a panel factorization unless it runs out of work.
-    """
-    n = a.shape[0]
-    grid = a.grid
-    A = a.local
-    cols = idx.mycols
-    me = grid.mycol
-    perm = np.arange(n, dtype=np.int64)
-    piv = np.arange(n, dtype=np.int64)
-    getrf_ = lapack.get_lapack_funcs("getrf", dtype=A.dtype)
-    steps = list(panels(n, w))
-
-    def start(k: int, kw: int) -> tuple[np.ndarray, np.ndarray, list]:
-        owner = int(idx.layout.col_owner(k))
-        head = np.zeros(kw + 1, dtype=np.int64)
-        if me == owner:
-            lc0 = idx.col_start(k)
-            lu_p, ip, info = getrf_(np.asfortranarray(A[k:, lc0:lc0 + kw]), overwrite_a=True)
-            head[0] = info
-            head[1:] = ip[:kw]
-            pan = np.ascontiguousarray(lu_p)
-        else:
-            pan = np.empty((n - k, kw), dtype=A.dtype)
-        return head, pan, [_c.ibcast(grid.comm, head, owner), _c.ibcast(grid.comm, pan, owner)]
-
-    owned: list[tuple[int, int, int, int, np.ndarray]] = []
-    pending = start(*steps[0])
-    for s, (k, kw) in enumerate(steps):
-        head, pan, reqs = pending
-        _c.waitall(reqs)
-        info = int(head[0])
-        if info > 0:
-            j = k + info - 1
-            raise SingularMatrixError(f"singular matrix: the pivot in column {j} is exactly "
-                                      f"zero (U[{j}, {j}] = 0)")
-        ip = head[1:]
-        p_loc = np.arange(n - k, dtype=np.int64)
-        for i in range(kw):
-            j = int(ip[i])
-            if j != i:
-                p_loc[i], p_loc[j] = p_loc[j], p_loc[i]
-        lc0, lc1 = idx.col_start(k), idx.col_start(k + kw)
-        moved = np.nonzero(p_loc != np.arange(n - k))[0]
-        if moved.size:
-            # columns left of the panel are permuted once at the end
-            A[k + moved, lc0:] = A[k + p_loc[moved], lc0:]
-        perm[k:] = perm[k:][p_loc]
-        piv[k:k + kw] = k + ip
-        if lc1 > lc0:
-            A[k:, lc0:lc1] = pan
-            owned.append((k, kw, lc0, lc1, perm.copy()))
-        nxt = steps[s + 1] if s + 1 < len(steps) else None
-        ntr = cols.size - lc1
-        u12 = l21 = None
-        if ntr:
-            u12 = A[k:k + kw, lc1:]          # solved in place: U12 = L11^{-1} A12
-            trsm_inplace(u12, pan[:kw], left=True, lower=True, unit_diagonal=True)
-            l21 = pan[kw:]
-        done = lc1
-        if nxt is not None:
-            nk, nkw = nxt
-            if ntr and int(idx.layout.col_owner(nk)) == me:
-                ln1 = idx.col_start(nk + nkw)
-                gemm_update(A[k + kw:, lc1:ln1], l21, u12[:, :ln1 - lc1])
-                done = ln1
-            pending = start(nk, nkw)
-        if ntr and done < cols.size:
-            # in column chunks, testing the next panel's broadcast between them: MPI moves
-            # a large message only while its ranks call into it
-            poll = list(pending[2]) if nxt is not None else []
-            for c0 in range(done, cols.size, POLL_COLS):
-                c1 = min(c0 + POLL_COLS, cols.size)
-                if cols.size - c1 < POLL_COLS // 2:
-                    c1 = cols.size
-                gemm_update(A[k + kw:, c0:c1], l21, u12[:, c0 - lc1:c1 - lc1])
-                poll = [r for r in poll if not r.test()]
-                if c1 == cols.size:
-                    break
-    # the row interchanges of later panels, applied once to the L columns of each own panel
-    where = np.empty(n, dtype=np.int64)
-    for k, kw, lc0, lc1, perm_then in owned:
-        if k + kw < n and not np.array_equal(perm_then[k + kw:], perm[k + kw:]):
-            where[perm_then] = np.arange(n, dtype=np.int64)
-            src = where[perm[k + kw:]]
-            A[k + kw:, lc0:lc1] = A[src, lc0:lc1]
-    return piv, perm

@@ -29,7 +29,7 @@ def lu_ratios(a, lu, perm, b, x, dtype):
     n = a.shape[0]
     L = np.tril(lu, -1) + np.eye(n, dtype=lu.dtype)
     U = np.triu(lu)
-    up = np.float64
+    up = np.complex128 if np.dtype(dtype).kind == "c" else np.float64
     r_fac = scaled_error(inf(a[perm].astype(up) - L.astype(up) @ U.astype(up)), inf(a), n=n,
                          dtype=dtype)
     r_sol = scaled_error(inf(a.astype(up) @ x.astype(up) - b), inf(a), inf(x), n=n,
@@ -243,24 +243,43 @@ def test_row_grid_lookahead(comm):
     for shape, grid in subgrids(comm, [(1, 2), (1, 3), (1, 4)]):
         bad = []
         if grid is not None:
-            for n, block, panel in [(100, (32, 32), None), (97, (7, 48), 16), (130, (40, 40), None),
-                                    (33, (3, 32), 1), (70, (64, 64), 8)]:
+            for n, block, panel, dt in [(100, (32, 32), None, np.float64),
+                                        (97, (7, 48), 16, np.float64),
+                                        (130, (40, 40), None, np.float32),
+                                        (33, (3, 32), 1, np.float64),
+                                        (70, (64, 64), 8, np.float64),
+                                        (75, (32, 32), None, np.complex128),
+                                        (61, (32, 32), 16, np.complex64)]:
                 rng = np.random.default_rng(n)
                 a = rng.uniform(-1, 1, (n, n))
-                b = rng.uniform(-1, 1, (n, 2))
+                if np.dtype(dt).kind == "c":
+                    a = a + 1j * rng.uniform(-1, 1, (n, n))
+                a = a.astype(dt)
+                b = rng.uniform(-1, 1, (n, 2)).astype(dt)
                 A = dm.from_global(a, grid=grid, block=block, root=None)
                 if not lookahead_panel(A, panel):
                     bad.append(f"n={n} block={block} panel={panel}: no look-ahead")
                 f = dm.linalg.lu_factor(A, panel=panel)
                 x = f.solve(dm.from_global(b, grid=grid, root=None)).gather(None)
-                r_fac, r_sol = lu_ratios(a, f.lu.gather(None), f.perm, b, x, np.float64)
+                r_fac, r_sol = lu_ratios(a, f.lu.gather(None), f.perm, b, x, dt)
                 if not (r_fac <= 1 and r_sol <= 1):
-                    bad.append(f"n={n} block={block} panel={panel}: {r_fac:.3g} {r_sol:.3g}")
-            a = np.random.default_rng(0).standard_normal((96, 96))
-            a[:, 70] = 0.0
+                    bad.append(f"n={n} block={block} panel={panel} {np.dtype(dt)}: "
+                               f"{r_fac:.3g} {r_sol:.3g}")
+            # a zero column in a panel of the first and of the second process column, and
+            # two equal rows
+            for col in (70, 40):
+                a = np.random.default_rng(0).standard_normal((96, 96))
+                a[:, col] = 0.0
+                A = dm.from_global(a, grid=grid, block=(32, 32), root=None)
+                bad.append(_raises(dm.SingularMatrixError, lambda A=A: dm.linalg.lu_factor(A),
+                                   f"column {col}"))
+            # (holding column 0's largest entry: see test_singular_matrices_raise_on_every_rank)
+            a = np.random.default_rng(1).standard_normal((96, 96))
+            a[10, 0] = 10.0
+            a[50] = a[10]
             A = dm.from_global(a, grid=grid, block=(32, 32), root=None)
             bad.append(_raises(dm.SingularMatrixError, lambda A=A: dm.linalg.lu_factor(A),
-                               "column 70"))
+                               "column 95"))
         bad = [b for b in bad if b]
         assert_all(comm, not bad, f"grid {shape}: " + "; ".join(bad))
 

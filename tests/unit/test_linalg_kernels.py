@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from distmat.linalg import _kernels
-from distmat.linalg._kernels import gemm_update, syrk_update
+from distmat.linalg._kernels import copy_rows, gemm_update, syrk_update
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64, np.complex64, np.complex128])
@@ -96,6 +96,37 @@ def test_gemm_update_adjoint_operands(dt, kernels):
                 want = big.copy()
                 want[2:22, 3:33] -= opa @ opb
                 assert np.allclose(got, want, rtol=tol, atol=tol), (bt, bc, aa)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64, np.complex64, np.complex128])
+def test_gemm_update_column_major_a(dt, kernels):
+    """``a_transposed``: A is the row-major view of a column-major panel, not conjugated."""
+    rng = np.random.default_rng(4)
+    tol = 1e-4 if dt in (np.float32, np.complex64) else 1e-12
+    big = _rand(rng, (40, 50), dt)
+    panel = np.asfortranarray(_rand(rng, (26, 7), dt))
+    for bt in (False, True):
+        b = _rand(rng, (30, 7) if bt else (7, 30), dt)
+        got = big.copy()
+        gemm_update(got[2:22, 3:33], panel[6:].T, b, b_transposed=bt, a_transposed=True,
+                    alpha=0.5)
+        want = big.copy()
+        want[2:22, 3:33] += 0.5 * panel[6:] @ (b.T if bt else b)
+        assert np.allclose(got, want, rtol=tol, atol=tol), bt
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_copy_rows_any_layout(order, monkeypatch):
+    """Chunked copies between row- and column-major arrays, with a partial last chunk."""
+    monkeypatch.setattr(_kernels, "COPY_ROWS", 16)
+    rng = np.random.default_rng(5)
+    src = rng.standard_normal((70, 90))[3:53, 10:40]
+    dst = np.zeros((50, 30), order=order)
+    copy_rows(dst, src)
+    assert np.array_equal(dst, src)
+    back = np.zeros((60, 40))
+    copy_rows(back[5:55, 2:32], dst)
+    assert np.array_equal(back[5:55, 2:32], src) and not back[:5].any() and not back[55:].any()
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64, np.complex64, np.complex128])
