@@ -197,11 +197,16 @@ def trsm_inplace(B: np.ndarray, T: np.ndarray, *, left: bool, lower: bool, trans
 COPY_ROWS = 256
 
 
-def copy_rows(dst: np.ndarray, src: np.ndarray) -> None:
-    """``dst[...] = src`` in chunks of :data:`COPY_ROWS` rows, rank-local.
+def copy_rows(dst: np.ndarray, src: np.ndarray, conj: bool = False) -> None:
+    """``dst[...] = src`` (``src.conj()`` with ``conj``) in chunks of :data:`COPY_ROWS` rows.
 
-    Between a row-major and a column-major array numpy walks the whole of one operand with a
-    large stride; a chunk of rows stays in cache, which makes the copy about twice as fast.
+    Rank-local.  Between a row-major and a column-major array (or a transposed view) numpy
+    walks the whole of one operand with a large stride; a chunk of rows stays in cache, which
+    makes the copy about twice as fast.
     """
+    conj = conj and dst.dtype.kind == "c"
     for r in range(0, src.shape[0], COPY_ROWS):
-        dst[r:r + COPY_ROWS] = src[r:r + COPY_ROWS]
+        if conj:
+            np.conjugate(src[r:r + COPY_ROWS], out=dst[r:r + COPY_ROWS])
+        else:
+            dst[r:r + COPY_ROWS] = src[r:r + COPY_ROWS]

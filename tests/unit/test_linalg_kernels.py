@@ -127,6 +127,12 @@ def test_copy_rows_any_layout(order, monkeypatch):
     back = np.zeros((60, 40))
     copy_rows(back[5:55, 2:32], dst)
     assert np.array_equal(back[5:55, 2:32], src) and not back[:5].any() and not back[55:].any()
+    z = src + 1j * src[::-1]
+    got = np.zeros((30, 50), dtype=complex)
+    copy_rows(got, z.T, conj=True)
+    assert np.array_equal(got, z.conj().T)
+    copy_rows(got, z.T)
+    assert np.array_equal(got, z.T)
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64, np.complex64, np.complex128])
