@@ -10,8 +10,9 @@ every other step, belongs to rank 1, which therefore has the longer path through
 factorization while rank 0 waits for its panels.  There rank 0 *helps*: rank 1 sends each of
 its panels, once updated, to rank 0 as plain rows; rank 0 factors it between its own GEMMs and
 sends it back factored.  Rank 1 keeps its GEMMs and loses the panel factorizations and their
-column-major copies; rank 0 fills its waits with them (``n = 4096``, block 256: 3 % faster,
-medians of 20 interleaved runs, 0.644 s against 0.663 s).
+column-major copies; rank 0 fills its waits with them.  Only in the first half of the matrix:
+helping with every panel makes rank 0 the one that is late in the second half.  The gain is
+small (``n = 4096``, block 256: 1-3 % over interleaved runs, within this machine's noise).
 
 Panels factored by ``getrf`` are column-major; the trailing GEMM and the triangular solve use
 them through their row-major transposes, so they are never copied back to row-major except
@@ -30,7 +31,8 @@ from ..matrix import DistMatrix
 from ._kernels import copy_rows, gemm_update, trsm_inplace
 from ._panels import Index, default_panel
 
-__all__ = ["LOOKAHEAD_MIN_BLOCK", "POLL_COLS", "HELP", "lookahead_panel", "getrf_row"]
+__all__ = ["LOOKAHEAD_MIN_BLOCK", "POLL_COLS", "HELP", "HELP_UNTIL", "lookahead_panel",
+           "getrf_row"]
 
 #: Smallest storage block for which a one-row grid factors block by block with look-ahead.
 LOOKAHEAD_MIN_BLOCK = 32
@@ -39,8 +41,10 @@ LOOKAHEAD_MIN_BLOCK = 32
 #: the GEMM peak, narrow enough to test the next panel's messages a few times per step.
 POLL_COLS = 768
 
-#: On a ``1 x 2`` grid, rank 0 factors rank 1's panels (see the module docstring).
+#: On a ``1 x 2`` grid, rank 0 factors rank 1's panels in the first :data:`HELP_UNTIL` of the
+#: columns (see the module docstring); later rank 0 has no time to spare.
 HELP = True
+HELP_UNTIL = 0.5
 
 _TAG = 7301
 
@@ -136,7 +140,7 @@ def getrf_row(a: DistMatrix, idx: Index, w: int) -> tuple[np.ndarray, np.ndarray
         owner = int(idx.layout.col_owner(k))
         head = np.zeros(kw + 1, dtype=np.int64)
         lc0 = idx.col_start(k)
-        if helped and owner == 1:
+        if helped and owner == 1 and k < HELP_UNTIL * n:
             tag = _TAG + 3 * (s % 1000)
             if me == 1:   # send the updated rows to rank 0, receive them factored
                 raw = np.ascontiguousarray(A[k:, lc0:lc0 + kw])
