@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -47,18 +48,56 @@ def norm(A: DistMatrix, ord: Any = None) -> float:
     except (KeyError, TypeError):
         raise ValueError(f"ord must be None, 'fro', 1, inf or 'max', got {ord!r}") from None
     grid = A.grid
-    x = np.abs(A.local)
+    x = A.local
     with _c.operation("norm"):
         if kind == "max":
-            return _max_over(grid.comm, float(x.max()) if x.size else 0.0)
+            return _max_over(grid.comm, _local_max(x))
         if kind == "fro":
-            scale = _max_over(grid.comm, float(x.max()) if x.size else 0.0)
+            scale = _max_over(grid.comm, _local_max(x))
             if scale == 0.0 or not np.isfinite(scale):
                 return scale
-            ssq = np.array([np.sum(np.square(x / scale, dtype=np.float64))])
+            ssq = np.zeros(1)
+            for _, blk in _abs_rows(x):
+                np.divide(blk, scale, out=blk)
+                ssq[0] += np.sum(np.square(blk, out=blk), dtype=np.float64)
             _c.allreduce(grid.comm, ssq)
             return float(scale * np.sqrt(ssq[0]))
-        axis, sub = (0, grid.col_comm) if kind == "1" else (1, grid.row_comm)
-        sums = np.ascontiguousarray(x.sum(axis=axis, dtype=np.float64))
+        if kind == "1":
+            sums = np.zeros(x.shape[1])
+            for _, blk in _abs_rows(x):
+                sums += blk.sum(axis=0, dtype=np.float64)
+            sub = grid.col_comm
+        else:
+            sums = np.zeros(x.shape[0])
+            for r, blk in _abs_rows(x):
+                sums[r:r + blk.shape[0]] = blk.sum(axis=1, dtype=np.float64)
+            sub = grid.row_comm
         _c.allreduce(sub, sums)
         return _max_over(grid.comm, float(sums.max()) if sums.size else 0.0)
+
+
+#: Rows of the local array per chunk in the norms: ``|A|`` is formed a chunk at a time in one
+#: reused buffer, not as a temporary the size of the local array (fresh memory costs page
+#: faults and a second pass through main memory).
+ROWS = 256
+
+
+def _abs_rows(x: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first_row, |x[rows]|)`` for chunks of :data:`ROWS` rows; the array is reused."""
+    if x.size == 0:
+        return
+    dt = np.abs(x[:0]).dtype
+    if dt.kind not in "fc":   # integers and booleans: |x| in float64, as numpy's norm
+        dt = np.dtype(np.float64)
+    buf = np.empty((min(ROWS, x.shape[0]), x.shape[1]), dtype=dt)
+    for r in range(0, x.shape[0], ROWS):
+        blk = x[r:r + ROWS]
+        yield r, np.abs(blk, out=buf[:blk.shape[0]])
+
+
+def _local_max(x: np.ndarray) -> float:
+    """Largest ``|x|`` entry (0 if empty, NaN if any is NaN)."""
+    best = 0.0
+    for _, blk in _abs_rows(x):
+        best = float(np.maximum(best, blk.max()))
+    return best

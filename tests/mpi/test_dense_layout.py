@@ -151,3 +151,29 @@ def test_default_grid_and_block():
     pr, pc = A.grid.shape
     assert A.block == (min(64, -(-130 // pr)), min(64, -(-70 // pc)))
     assert np.array_equal(A.gather(None), rng.uniform01(np.arange(130), np.arange(70), 70, 1))
+
+
+def test_norms_in_row_chunks(comm, monkeypatch):
+    """Norms form |A| a few local rows at a time: chunk edges, NaN, integers, complex."""
+    import distmat.norms as norms
+
+    monkeypatch.setattr(norms, "ROWS", 3)
+    gen = np.random.default_rng(8)
+    z = gen.standard_normal((23, 17)) + 1j * gen.standard_normal((23, 17))
+    nan = gen.standard_normal((23, 17))
+    nan[19, 4] = np.nan
+    cases = [gen.standard_normal((23, 17)).astype(np.float32), z,
+             gen.integers(-9, 9, (23, 17)), nan, np.zeros((2, 5))]
+    bad = []
+    for shape, grid in subgrids(comm, [(1, 1), (2, 2), (3, 1), (1, 3)]):
+        if grid is None:
+            continue
+        for a in cases:
+            A = dm.from_global(a, grid=grid, block=(4, 3), root=None)
+            for o, ref in ((None, np.linalg.norm(a)), (1, np.linalg.norm(a, 1)),
+                           (np.inf, np.linalg.norm(a, np.inf)), ("max", np.abs(a).max())):
+                got = dm.norm(A, o)
+                same = (np.isnan(got) and np.isnan(ref)) or np.isclose(got, ref, rtol=1e-6)
+                if not same:
+                    bad.append(f"{shape} {a.dtype} ord={o}: {got} vs {ref}")
+    assert_all(comm, not bad, "; ".join(bad[:5]))
