@@ -53,7 +53,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                         "256 for the LU rows and 128 for the Cholesky rows, the faster of the "
                         "two for each on this 2-core machine")
     p.add_argument("--panel", type=int, default=None, help="algorithmic panel width")
-    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--reps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--grid", type=int, nargs=2, default=None, metavar=("PR", "PC"))
     p.add_argument("--out", default="results/solve.jsonl", help="JSON Lines file ('' = none)")
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     for b in blas:
         say(f"# BLAS {b['internal_api']} {b['version']} {b['architecture']} threads "
             f"{b['num_threads']}")
-    say("# time = best of reps of the slowest rank; ratio = GFLOP/s / (p x 1-thread scipy); "
+    say(f"# time = best of {args.reps} runs of the slowest rank (scipy reference: best of "
+        f"{max(1, args.reps)}); ratio = GFLOP/s / (p x 1-thread scipy); "
         "mixed: ratio = float64 solve time / mixed solve time")
     say(f"# {'ranks':>5} {'grid':>5} {'n':>6} {'kind':>9} {'factor s':>9} {'solve s':>9} "
         f"{'GFLOP/s':>8} {'1t ref':>7} {'ratio':>6} {'MPI%':>5} {'resid':>8} {'iters':>5} "
