@@ -265,6 +265,21 @@ def test_row_grid_lookahead(comm):
                 if not (r_fac <= 1 and r_sol <= 1):
                     bad.append(f"n={n} block={block} panel={panel} {np.dtype(dt)}: "
                                f"{r_fac:.3g} {r_sol:.3g}")
+            # [[0, I], [I, 0]] and Wilkinson's growth matrix, panels = 32-column blocks
+            h = 40
+            a = np.zeros((2 * h, 2 * h))
+            a[:h, h:] = a[h:, :h] = np.eye(h)
+            b = np.arange(2 * h * 3, dtype=float).reshape(2 * h, 3)
+            g = np.eye(50) - np.tril(np.ones((50, 50)), -1)   # 2^49 growth: L U stays exact
+            g[:, -1] = 1.0
+            for name, m, rhs in (("[[0,I],[I,0]]", a, b), ("growth", g, np.ones((50, 2)))):
+                A = dm.from_global(m, grid=grid, block=(32, 32), root=None)
+                f = dm.linalg.lu_factor(A)
+                x = f.solve(dm.from_global(rhs, grid=grid, block=(32, 1), root=None))
+                r_fac, r_sol = lu_ratios(m, f.lu.gather(None), f.perm, rhs, x.gather(None),
+                                         np.float64)
+                if not (r_fac <= 1 and r_sol <= 1):
+                    bad.append(f"{name}: {r_fac:.3g} {r_sol:.3g}")
             # a zero column in a panel of the first and of the second process column, and
             # two equal rows
             for col in (70, 40):
