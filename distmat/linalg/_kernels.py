@@ -13,7 +13,7 @@ import ctypes
 
 import numpy as np
 
-__all__ = ["copy_rows", "gemm_update", "syrk_update", "trsm_inplace"]
+__all__ = ["copy_tiled", "gemm_update", "syrk_update", "trsm_inplace"]
 
 _PTR = ctypes.c_void_p
 _INT = ctypes.POINTER(ctypes.c_int)
@@ -193,20 +193,22 @@ def trsm_inplace(B: np.ndarray, T: np.ndarray, *, left: bool, lower: bool, trans
         B[...] = x.T.conj() if trans == "C" else x.T
 
 
-#: Rows per chunk of :func:`copy_rows`.
-COPY_ROWS = 256
+#: Rows and columns per tile of :func:`copy_tiled`.
+COPY_TILE = 256
 
 
-def copy_rows(dst: np.ndarray, src: np.ndarray, conj: bool = False) -> None:
-    """``dst[...] = src`` (``src.conj()`` with ``conj``) in chunks of :data:`COPY_ROWS` rows.
+def copy_tiled(dst: np.ndarray, src: np.ndarray, conj: bool = False) -> None:
+    """``dst[...] = src`` (``src.conj()`` with ``conj``) tile by tile, rank-local.
 
-    Rank-local.  Between a row-major and a column-major array (or a transposed view) numpy
-    walks the whole of one operand with a large stride; a chunk of rows stays in cache, which
-    makes the copy about twice as fast.
+    Between a row-major and a column-major array (or a transposed view) numpy walks the whole
+    of one operand with a large stride; a :data:`COPY_TILE` square tile stays in cache, which
+    makes such a copy about twice as fast (1.1-1.5 GB/s -> 2.4-2.7 GB/s here).
     """
     conj = conj and dst.dtype.kind == "c"
-    for r in range(0, src.shape[0], COPY_ROWS):
-        if conj:
-            np.conjugate(src[r:r + COPY_ROWS], out=dst[r:r + COPY_ROWS])
-        else:
-            dst[r:r + COPY_ROWS] = src[r:r + COPY_ROWS]
+    t = COPY_TILE
+    for r in range(0, src.shape[0], t):
+        for c in range(0, src.shape[1], t):
+            if conj:
+                np.conjugate(src[r:r + t, c:c + t], out=dst[r:r + t, c:c + t])
+            else:
+                dst[r:r + t, c:c + t] = src[r:r + t, c:c + t]

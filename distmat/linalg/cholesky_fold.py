@@ -34,7 +34,7 @@ from scipy.linalg import lapack
 
 from .. import comm as _c
 from ..matrix import DistMatrix
-from ._kernels import copy_rows, gemm_update, syrk_update, trsm_inplace
+from ._kernels import copy_tiled, gemm_update, syrk_update, trsm_inplace
 
 __all__ = ["applies", "factor"]
 
@@ -107,9 +107,9 @@ def factor(a: DistMatrix, w: int, dtype: np.dtype, lower: bool = True) -> np.nda
     out = np.zeros((n, n1), dtype=dtype)
     for b, (r, c) in enumerate(even):
         if lower and b:    # X[a, b] for a < b is A[2b, 2a + 1]^H (lower triangle of A)
-            copy_rows(X[:b * w, b * w:b * w + c], A[r:r + c, :b * w].T, conj=True)
+            copy_tiled(X[:b * w, b * w:b * w + c], A[r:r + c, :b * w].T, conj=True)
         elif not lower:    # X[a, b] for a >= b is A[2b, 2a + 1]^H (upper triangle of A)
-            copy_rows(X[b * w:, b * w:b * w + c], A[r:r + c, b * w:].T, conj=True)
+            copy_tiled(X[b * w:, b * w:b * w + c], A[r:r + c, b * w:].T, conj=True)
     del A
     _rank1(comm, X, n, w, out, lower)
     _c.sendrecv_rows(comm, X, None, 0, out, odd, 0, _TAG + 1)
@@ -124,7 +124,7 @@ def _mirror(D: np.ndarray, w: int, to_lower: bool) -> None:
         if to_lower:
             D[q:e, :q] = D[:q, q:e].conj().T
         else:
-            copy_rows(D[:q, q:e], D[q:e, :q].T, conj=True)
+            copy_tiled(D[:q, q:e], D[q:e, :q].T, conj=True)
         d = D[q:e, q:e]
         d[...] = d.conj().T   # the triangle not copied to is not read afterwards
 
@@ -280,9 +280,9 @@ def _rank1(comm, X: np.ndarray, n: int, w: int, out: np.ndarray, lower: bool) ->
                     if zt:   # panel j - 1's update of this column block
                         gemm_update(col, A[:zt], row[:, :z], a_adjoint=True)
                     trsm_inplace(col, u11, left=False, lower=False, trans="N")
-                    copy_rows(colh, col.T, conj=True)
+                    copy_tiled(colh, col.T, conj=True)
                 else:       # only L^H is needed: solve it as a row block (the faster form)
-                    copy_rows(colh, col.T, conj=True)
+                    copy_tiled(colh, col.T, conj=True)
                     if zt:
                         gemm_update(colh, row[:, :z], A[:zt], a_adjoint=True)
                     trsm_inplace(colh, u11, left=True, lower=False, trans="C")
@@ -306,7 +306,7 @@ def _rank1(comm, X: np.ndarray, n: int, w: int, out: np.ndarray, lower: bool) ->
                 for b in range(q + 1, len(even) if lower else 0):
                     g, cnt = even[b]
                     o = (b - q - 1) * w
-                    copy_rows(out[g:g + cnt, r:r + z], row[:, o:o + cnt].T, conj=True)
+                    copy_tiled(out[g:g + cnt, r:r + z], row[:, o:o + cnt].T, conj=True)
                 filler()
                 k1 = (q + 1) % 3   # tops of the next stacks
                 ma1 = n1 - r - z

@@ -28,7 +28,7 @@ from .. import comm as _c
 from ..errors import SingularMatrixError
 from ..layout import panels
 from ..matrix import DistMatrix
-from ._kernels import copy_rows, gemm_update, trsm_inplace
+from ._kernels import copy_tiled, gemm_update, trsm_inplace
 from ._panels import Index, default_panel
 
 __all__ = ["LOOKAHEAD_MIN_BLOCK", "POLL_COLS", "HELP", "HELP_UNTIL", "lookahead_panel",
@@ -106,13 +106,13 @@ class _Panel:
     def _factor(self) -> None:
         raw, self.raw = self.raw, None
         pan = np.empty(raw.shape, dtype=raw.dtype, order="F")
-        copy_rows(pan, raw)
+        copy_tiled(pan, raw)
         lu_p, ip, info = self.getrf(pan, overwrite_a=True)
         kw = self.head.size - 1
         self.head[0] = info
         self.head[1:] = ip[:kw]
         self.pan = lu_p
-        copy_rows(raw, lu_p)           # row-major again, for rank 1
+        copy_tiled(raw, lu_p)           # row-major again, for rank 1
         self.sends = [_c.isend(self.comm, self.head, 1, self.tag + 1),
                       _c.isend(self.comm, raw, 1, self.tag + 2)]
         self._keep = raw
@@ -155,7 +155,7 @@ def getrf_row(a: DistMatrix, idx: Index, w: int) -> tuple[np.ndarray, np.ndarray
             return p
         pan = np.empty((n - k, kw), dtype=A.dtype, order="F")
         if me == owner:
-            copy_rows(pan, A[k:, lc0:lc0 + kw])
+            copy_tiled(pan, A[k:, lc0:lc0 + kw])
             lu_p, ip, info = getrf_(pan, overwrite_a=True)   # in place: pan is Fortran
             head[0] = info
             head[1:] = ip[:kw]
@@ -189,7 +189,7 @@ def getrf_row(a: DistMatrix, idx: Index, w: int) -> tuple[np.ndarray, np.ndarray
         perm[k:] = perm[k:][p_loc]
         piv[k:k + kw] = k + ip
         if lc1 > lc0:
-            copy_rows(A[k:, lc0:lc1], pan)
+            copy_tiled(A[k:, lc0:lc1], pan)
             owned.append((k, kw, lc0, lc1, perm.copy()))
         if cur.fortran:    # the transposes are row-major views
             l11, lower, trans, l21 = pan[:kw].T, False, "T", pan[kw:].T

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from distmat.linalg import _kernels
-from distmat.linalg._kernels import copy_rows, gemm_update, syrk_update
+from distmat.linalg._kernels import copy_tiled, gemm_update, syrk_update
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64, np.complex64, np.complex128])
@@ -116,22 +116,22 @@ def test_gemm_update_column_major_a(dt, kernels):
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
-def test_copy_rows_any_layout(order, monkeypatch):
-    """Chunked copies between row- and column-major arrays, with a partial last chunk."""
-    monkeypatch.setattr(_kernels, "COPY_ROWS", 16)
+def test_copy_tiled_any_layout(order, monkeypatch):
+    """Tiled copies between row- and column-major arrays, with partial last tiles."""
+    monkeypatch.setattr(_kernels, "COPY_TILE", 16)
     rng = np.random.default_rng(5)
     src = rng.standard_normal((70, 90))[3:53, 10:40]
     dst = np.zeros((50, 30), order=order)
-    copy_rows(dst, src)
+    copy_tiled(dst, src)
     assert np.array_equal(dst, src)
     back = np.zeros((60, 40))
-    copy_rows(back[5:55, 2:32], dst)
+    copy_tiled(back[5:55, 2:32], dst)
     assert np.array_equal(back[5:55, 2:32], src) and not back[:5].any() and not back[55:].any()
     z = src + 1j * src[::-1]
     got = np.zeros((30, 50), dtype=complex)
-    copy_rows(got, z.T, conj=True)
+    copy_tiled(got, z.T, conj=True)
     assert np.array_equal(got, z.conj().T)
-    copy_rows(got, z.T)
+    copy_tiled(got, z.T)
     assert np.array_equal(got, z.T)
 
 
