@@ -23,7 +23,7 @@ from ..grid import ProcessGrid
 from ..layout import Layout, global_to_local, owner_of
 
 __all__ = ["Index", "panel_to_root", "exchange_rows", "cols_along_rows", "rows_along_cols",
-           "default_panel"]
+           "default_panel", "ipiv_to_perm"]
 
 #: Default algorithmic panel width (columns factored per step): wide enough that the
 #: trailing update is one large GEMM, independent of the storage block.
@@ -33,6 +33,17 @@ DEFAULT_PANEL = 128
 def default_panel(n: int) -> int:
     """The algorithmic panel width used when the caller gives none."""
     return max(1, min(DEFAULT_PANEL, n))
+
+
+def ipiv_to_perm(ip: np.ndarray, m: int) -> np.ndarray:
+    """The row order that LAPACK's pivots ``ip`` (0-based, row ``i`` swapped with ``ip[i]``,
+    in turn) give ``m`` rows: row ``i`` of the result is old row ``perm[i]``."""
+    perm = np.arange(m, dtype=np.int64)
+    for i in range(ip.size):
+        j = int(ip[i])
+        if j != i:
+            perm[i], perm[j] = perm[j], perm[i]
+    return perm
 
 
 class Index:

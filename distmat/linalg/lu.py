@@ -24,14 +24,13 @@ import numpy as np
 from scipy.linalg import lapack
 
 from .. import comm as _c
-from ..errors import SingularMatrixError
 from ..layout import panels
 from ..matrix import DistMatrix
 from . import _checks
 from . import triangular as _tri
 from ._kernels import gemm_update, trsm_inplace
-from ._panels import Index, default_panel, exchange_rows, panel_to_root
-from .lu_row import getrf_row, lookahead_panel
+from ._panels import Index, default_panel, exchange_rows, ipiv_to_perm, panel_to_root
+from .lu_row import getrf_row, lookahead_panel, zero_pivot
 from .triangular import local_part, replicate, trsm, trsm_replicated
 
 __all__ = ["LUFactor", "lu_factor", "lu_solve"]
@@ -156,18 +155,12 @@ def getrf(a: DistMatrix, panel: int | None = None) -> tuple[np.ndarray, np.ndarr
         if info < 0:  # pragma: no cover - LAPACK argument error, a bug here
             raise RuntimeError(f"getrf: illegal argument {-info}")
         if info > 0:
-            j = k + info - 1
-            raise SingularMatrixError(f"singular matrix: the pivot in column {j} is exactly "
-                                      f"zero (U[{j}, {j}] = 0)")
+            raise zero_pivot(k + info - 1)
         if grid.size > 1:
             _c.bcast(grid.comm, pan, root)
         # 2. row interchanges over all local columns
         ip = head[1:]
-        p_loc = np.arange(n - k, dtype=np.int64)
-        for i in range(kw):
-            j = int(ip[i])
-            if j != i:
-                p_loc[i], p_loc[j] = p_loc[j], p_loc[i]
+        p_loc = ipiv_to_perm(ip, n - k)
         moved = np.nonzero(p_loc != np.arange(n - k))[0]
         exchange_rows(idx, A, k + moved, k + p_loc[moved])
         perm[k:] = perm[k:][p_loc]

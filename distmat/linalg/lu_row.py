@@ -29,10 +29,10 @@ from ..errors import SingularMatrixError
 from ..layout import panels
 from ..matrix import DistMatrix
 from ._kernels import copy_tiled, gemm_update, trsm_inplace
-from ._panels import Index, default_panel
+from ._panels import Index, default_panel, ipiv_to_perm
 
 __all__ = ["LOOKAHEAD_MIN_BLOCK", "POLL_COLS", "HELP", "HELP_UNTIL", "lookahead_panel",
-           "getrf_row"]
+           "getrf_row", "zero_pivot"]
 
 #: Smallest storage block for which a one-row grid factors block by block with look-ahead.
 LOOKAHEAD_MIN_BLOCK = 32
@@ -118,6 +118,12 @@ class _Panel:
         self._keep = raw
 
 
+def zero_pivot(j: int) -> SingularMatrixError:
+    """The error for an exactly zero pivot in global column ``j``."""
+    return SingularMatrixError(f"singular matrix: the pivot in column {j} is exactly zero "
+                               f"(U[{j}, {j}] = 0)")
+
+
 def getrf_row(a: DistMatrix, idx: Index, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Factor ``a`` in place on a ``1 x P`` grid; return ``(piv, perm)`` (internal).
 
@@ -172,15 +178,9 @@ def getrf_row(a: DistMatrix, idx: Index, w: int) -> tuple[np.ndarray, np.ndarray
         info = int(head[0])
         if info > 0:
             _c.waitall(sends)
-            j = k + info - 1
-            raise SingularMatrixError(f"singular matrix: the pivot in column {j} is exactly "
-                                      f"zero (U[{j}, {j}] = 0)")
+            raise zero_pivot(k + info - 1)
         ip = head[1:]
-        p_loc = np.arange(n - k, dtype=np.int64)
-        for i in range(kw):
-            j = int(ip[i])
-            if j != i:
-                p_loc[i], p_loc[j] = p_loc[j], p_loc[i]
+        p_loc = ipiv_to_perm(ip, n - k)
         lc0, lc1 = idx.col_start(k), idx.col_start(k + kw)
         moved = np.nonzero(p_loc != np.arange(n - k))[0]
         if moved.size and lc1 < cols.size:
