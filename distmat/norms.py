@@ -86,13 +86,16 @@ def _abs_rows(x: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     """``(first_row, |x[rows]|)`` for chunks of :data:`ROWS` rows; the array is reused."""
     if x.size == 0:
         return
-    dt = np.abs(x[:0]).dtype
-    if dt.kind not in "fc":   # integers and booleans: |x| in float64, as numpy's norm
-        dt = np.dtype(np.float64)
+    exact = x.dtype.kind in "fc"   # else integers or booleans: |x| in float64
+    dt = np.abs(x[:0]).dtype if exact else np.dtype(np.float64)
     buf = np.empty((min(ROWS, x.shape[0]), x.shape[1]), dtype=dt)
     for r in range(0, x.shape[0], ROWS):
         blk = x[r:r + ROWS]
-        yield r, np.abs(blk, out=buf[:blk.shape[0]])
+        out = buf[:blk.shape[0]]
+        if not exact:   # convert first: |-128| of an int8 is not 128 in int8
+            np.copyto(out, blk, casting="unsafe")
+            blk = out
+        yield r, np.abs(blk, out=out)
 
 
 def _local_max(x: np.ndarray) -> float:

@@ -46,7 +46,8 @@ POLL_COLS = 768
 HELP = True
 HELP_UNTIL = 0.5
 
-_TAG = 7301
+#: Tags 20000-22999 (three per panel, modulo 1000 panels): apart from other modules' tags.
+_TAG = 20000
 
 
 def lookahead_panel(a: DistMatrix, panel: int | None) -> int | None:
@@ -87,7 +88,6 @@ class _Panel:
         self.comm = None
         self.tag = 0
         self.sends: list = []
-        self._keep: np.ndarray | None = None
 
     def advance(self) -> bool:
         """Drive the messages; on the helper, factor the rows once they are in. True if done."""
@@ -115,7 +115,6 @@ class _Panel:
         copy_tiled(raw, lu_p)           # row-major again, for rank 1
         self.sends = [_c.isend(self.comm, self.head, 1, self.tag + 1),
                       _c.isend(self.comm, raw, 1, self.tag + 2)]
-        self._keep = raw
 
 
 def zero_pivot(j: int) -> SingularMatrixError:
@@ -173,7 +172,7 @@ def getrf_row(a: DistMatrix, idx: Index, w: int) -> tuple[np.ndarray, np.ndarray
     for s, (k, kw) in enumerate(steps):
         cur = pending
         cur.finish()
-        sends += cur.sends
+        sends = [r for r in sends + cur.sends if not r.test()]   # frees sent buffers
         head, pan = cur.head, cur.pan
         info = int(head[0])
         if info > 0:
