@@ -133,6 +133,27 @@ REPLICATE_NRHS = 128
 REPLICATE_PANEL = 256
 
 
+def _solved_terms(out: np.ndarray, A: np.ndarray, x: np.ndarray, idx: Index, k: int,
+                  arows: tuple[int, int], acols: tuple[int, int], tr: bool, conj: bool,
+                  forward: bool) -> None:
+    """This rank's part of ``op(a)[block, solved] x[solved]`` for the block at ``k``, into its
+    rows of ``out`` (rank-local; ``arows`` / ``acols``: the block's local row / column range).
+    """
+    rows, cols = idx.myrows, idx.mycols
+    a0, a1 = arows
+    c0, c1 = acols
+    if not tr:   # a[block, j] for the solved columns j held here
+        q0, q1 = (0, c0) if forward else (c1, cols.size)
+        if a1 > a0 and q1 > q0:
+            out[rows[a0:a1] - k] = A[a0:a1, q0:q1] @ x[cols[q0:q1]]
+    else:        # a[j, block]^T (^H) for the solved rows j held here
+        q0, q1 = (0, a0) if forward else (a1, rows.size)
+        if c1 > c0 and q1 > q0:
+            xs = x[rows[q0:q1]]
+            blk = A[q0:q1, c0:c1].T
+            out[cols[c0:c1] - k] = (blk @ xs.conj()).conj() if conj else blk @ xs
+
+
 def replicate(b: DistMatrix, dtype: np.dtype) -> np.ndarray:
     """The whole of ``b`` on every rank (one all-reduce of ``n x k`` words). Collective."""
     full = np.zeros(b.shape, dtype=dtype)
@@ -155,10 +176,17 @@ def trsm_replicated(a: DistMatrix, x: np.ndarray, *, lower: bool, trans: str = "
 
     Collective over the grid; returns ``y`` (the same on every rank) and may overwrite ``x``.
     For few right-hand sides: instead of moving panels of ``a`` (``n w`` words per step), each
-    rank accumulates ``op(a) y`` for the indices still to solve from its own block of ``a``
-    with one local GEMM per step, and one all-reduce of ``w x (k + w)`` words per step sums
-    the next block's accumulated terms and assembles its diagonal block.  ``trans`` is "N",
-    "T" or "C"; ``op(a)`` is never formed.
+    rank forms the terms ``op(a)[block, solved] y[solved]`` of the next block from its own
+    part of ``a``, and one all-reduce of ``w x (k + w)`` words per step sums them and
+    assembles the block's diagonal block.  ``trans`` is "N", "T" or "C"; ``op(a)`` is never
+    formed.  The terms are formed in whichever order keeps most ranks busy:
+
+    - eagerly (right-looking): once a block is solved, the ranks holding ``op(a)``'s block
+      column add its products into the terms of every block still to solve.  Those are one
+      process column (a row for ``trans``), so this order suits tall grids;
+    - lazily (left-looking): just before a block is solved, the ranks holding ``op(a)``'s block
+      row multiply it by everything solved so far.  Those are one process row (a column for
+      ``trans``), so this order suits wide grids, where eagerly only one rank would work.
     """
     n = a.shape[0]
     nrhs = x.shape[1]
@@ -173,7 +201,9 @@ def trsm_replicated(a: DistMatrix, x: np.ndarray, *, lower: bool, trans: str = "
     tr = trans != "N"
     conj = trans == "C" and A.dtype.kind == "c"
     forward = lower != tr            # op(a) is lower triangular: solve from the top
-    acc = np.zeros_like(x)
+    pr, pc = grid.shape
+    lazy = pc > pr if not tr else pr > pc
+    acc = None if lazy else np.zeros_like(x)
     steps = list(panels(n, w))
     if not forward:
         steps.reverse()
@@ -182,7 +212,10 @@ def trsm_replicated(a: DistMatrix, x: np.ndarray, *, lower: bool, trans: str = "
         a0, a1 = idx.row_start(k), idx.row_start(k + kw)
         c0, c1 = idx.col_start(k), idx.col_start(k + kw)
         buf = np.zeros((kw, nrhs + kw), dtype=x.dtype)
-        buf[:, :nrhs] = acc[k:k + kw]
+        if lazy:
+            _solved_terms(buf[:, :nrhs], A, x, idx, k, (a0, a1), (c0, c1), tr, conj, forward)
+        else:
+            buf[:, :nrhs] = acc[k:k + kw]
         if a1 > a0 and c1 > c0:
             buf[np.ix_(rows[a0:a1] - k, nrhs + cols[c0:c1] - k)] = A[a0:a1, c0:c1]
         if grid.size > 1:
@@ -198,6 +231,8 @@ def trsm_replicated(a: DistMatrix, x: np.ndarray, *, lower: bool, trans: str = "
         y1 = sla.solve_triangular(d, rhs, lower=lower, trans=code, unit_diagonal=unit_diagonal,
                                   check_finite=False, overwrite_b=True)
         x[k:k + kw] = y1
+        if lazy:
+            continue
         if not tr:
             # acc[i] += a[i, block] y1 for my rows i still to solve
             r0, r1 = (a1, rows.size) if forward else (0, a0)

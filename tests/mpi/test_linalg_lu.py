@@ -301,7 +301,7 @@ def test_row_grid_lookahead(comm):
 
 def test_complex_solves(comm):
     """complex128: LU with trans 0/1/2, Hermitian Cholesky, mixed refinement (complex64)."""
-    for shape, grid in subgrids(comm, [(1, 1), (2, 2), (1, 3)]):
+    for shape, grid in subgrids(comm, [(1, 1), (2, 2), (1, 3), (2, 1)]):
         bad = []
         if grid is not None:
             rng = np.random.default_rng(5)
