@@ -217,7 +217,11 @@ def trsm_replicated(a: DistMatrix, x: np.ndarray, *, lower: bool, trans: str = "
         else:
             buf[:, :nrhs] = acc[k:k + kw]
         if a1 > a0 and c1 > c0:
-            buf[np.ix_(rows[a0:a1] - k, nrhs + cols[c0:c1] - k)] = A[a0:a1, c0:c1]
+            ri, ci = rows[a0:a1] - k, nrhs + cols[c0:c1] - k
+            if ri[-1] - ri[0] == ri.size - 1 and ci[-1] - ci[0] == ci.size - 1:  # contiguous
+                buf[ri[0]:ri[-1] + 1, ci[0]:ci[-1] + 1] = A[a0:a1, c0:c1]
+            else:
+                buf[np.ix_(ri, ci)] = A[a0:a1, c0:c1]
         if grid.size > 1:
             _c.allreduce(grid.comm, buf)
         d = buf[:, nrhs:]
